@@ -1,0 +1,10 @@
+"""lungcls: lung segmentation and COVID-19 / Non-COVID / Normal classification of chest X-rays.
+
+A research tool, not a diagnostic device.
+"""
+
+from .errors import CheckpointError, ConfigError, DataError, ImageReadError, LungclsError
+
+__version__ = "0.1.0"
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ImageReadError", "LungclsError", "__version__"]

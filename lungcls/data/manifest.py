@@ -1,0 +1,199 @@
+"""A dataset as a list of samples: image path, label, optional mask, split, patient, source.
+
+Every data source lungcls reads (a COVID-QU-Ex tree, a CSV manifest, a folder with ``labels.csv``)
+becomes a :class:`Manifest`. It can be written to and read from CSV, so a split made once can be
+reused, and it has a stable hash that checkpoints record.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import DataError
+
+CLASS_NAMES: tuple[str, ...] = ("COVID-19", "Non-COVID", "Normal")
+
+_LABEL_ALIASES = {
+    "covid-19": 0, "covid19": 0, "covid": 0, "covid_19": 0,
+    "non-covid": 1, "non_covid": 1, "noncovid": 1, "non covid": 1, "pneumonia": 1,
+    "normal": 2, "no finding": 2, "no_finding": 2, "no_findings": 2,
+}  # fmt: skip
+
+# CSV column names accepted for each field, first match wins.
+IMAGE_COLUMNS = ("image", "image_path", "path", "filename", "file")
+LABEL_COLUMNS = ("label", "class")
+MASK_COLUMNS = ("mask", "mask_path", "lung_mask")
+SPLIT_COLUMNS = ("split",)
+PATIENT_COLUMNS = ("patient_id", "patientid", "patient")
+SOURCE_COLUMNS = ("source_set",)
+
+
+def parse_label(value: str) -> int:
+    """Map a class name (any accepted spelling) to its index in :data:`CLASS_NAMES`.
+
+    Raises:
+        ValueError: the name is not a known class; the message lists the valid ones.
+    """
+    key = str(value).strip().lower()
+    if key in _LABEL_ALIASES:
+        return _LABEL_ALIASES[key]
+    raise ValueError(f"unknown class {value!r}; expected one of {', '.join(CLASS_NAMES)}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    Attributes:
+        image: absolute path of the image file.
+        label: class index into :data:`CLASS_NAMES`.
+        mask: absolute path of the lung mask, or None.
+        split: split name (``Train``, ``Val``, ``Test``, ``All`` ...).
+        patient: patient id, or "" when unknown.
+        source: name of the set the sample came from (for per-source reports).
+    """
+
+    image: str
+    label: int
+    mask: str | None = None
+    split: str = "All"
+    patient: str = ""
+    source: str = ""
+
+    @property
+    def class_name(self) -> str:
+        """The label as a class name."""
+        return CLASS_NAMES[self.label]
+
+
+@dataclass
+class Manifest:
+    """An ordered list of samples (see :class:`Sample`)."""
+
+    samples: list[Sample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    def __add__(self, other: Manifest) -> Manifest:
+        return Manifest(self.samples + other.samples)
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names in order of first appearance."""
+        return list(dict.fromkeys(s.split for s in self.samples))
+
+    def only(self, split: str) -> Manifest:
+        """The samples of one split."""
+        return Manifest([s for s in self.samples if s.split == split])
+
+    def with_splits(self, splits: list[str]) -> Manifest:
+        """A copy with the split of each sample replaced."""
+        if len(splits) != len(self.samples):
+            raise ValueError(f"{len(splits)} splits for {len(self.samples)} samples")
+        return Manifest([replace(s, split=sp) for s, sp in zip(self.samples, splits)])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class name: count}}."""
+        out: dict[str, dict[str, int]] = {}
+        for split in self.splits:
+            c = Counter(s.class_name for s in self.samples if s.split == split)
+            out[split] = {name: c.get(name, 0) for name in CLASS_NAMES}
+        return out
+
+    def digest(self) -> str:
+        """SHA-1 of the manifest's rows (paths, labels, masks, splits, patients), stable across runs."""
+        return hashlib.sha1(self.to_csv_text().encode()).hexdigest()
+
+    def to_csv_text(self) -> str:
+        """The manifest as CSV text with columns image, label, mask, split, patient_id, source_set."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["image", "label", "mask", "split", "patient_id", "source_set"])
+        for s in self.samples:
+            w.writerow([s.image, s.class_name, s.mask or "", s.split, s.patient, s.source])
+        return buf.getvalue()
+
+    def write_csv(self, path: str | Path) -> None:
+        """Write the manifest as CSV (atomically); paths stay absolute."""
+        from ..atomic import write_text
+
+        write_text(path, self.to_csv_text())
+
+
+def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
+    """Read a CSV manifest.
+
+    Columns (case-insensitive, first match wins): image path (``image``/``path``/``filename``),
+    label (``label``/``class``), optional mask path (``mask``), split (``split``, default ``All``),
+    patient id (``patient_id``/``patientid``). Relative paths are taken from the CSV's folder, or,
+    for images, from its ``images/`` subfolder.
+
+    Raises:
+        DataError: a required column is missing, a label is unknown or an image path does not exist.
+    """
+    path = Path(path)
+    base = path.parent
+    source = source if source is not None else base.name
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = {name.strip().lower(): name for name in (reader.fieldnames or [])}
+        image_col = _pick(fields, IMAGE_COLUMNS)
+        label_col = _pick(fields, LABEL_COLUMNS)
+        if image_col is None or label_col is None:
+            raise DataError(
+                f"{path}: a manifest needs an image column ({'/'.join(IMAGE_COLUMNS)}) and a label column "
+                f"({'/'.join(LABEL_COLUMNS)}); found {', '.join(fields) or 'no columns'}"
+            )
+        mask_col, split_col = _pick(fields, MASK_COLUMNS), _pick(fields, SPLIT_COLUMNS)
+        patient_col, source_col = _pick(fields, PATIENT_COLUMNS), _pick(fields, SOURCE_COLUMNS)
+        samples = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                label = parse_label(row[label_col])
+            except ValueError as e:
+                raise DataError(f"{path}, line {line}: {e}") from None
+            image = _resolve(base, row[image_col], ("", "images"))
+            if image is None:
+                raise DataError(f"{path}, line {line}: image {row[image_col]!r} not found under {base}")
+            mask_value = (row.get(mask_col) or "").strip() if mask_col else ""
+            mask = _resolve(base, mask_value, ("", "lung masks")) if mask_value else None
+            samples.append(
+                Sample(
+                    image=str(image),
+                    label=label,
+                    mask=str(mask) if mask else (str(base / mask_value) if mask_value else None),
+                    split=(row.get(split_col) or "All").strip() if split_col else "All",
+                    patient=(row.get(patient_col) or "").strip() if patient_col else "",
+                    source=(row.get(source_col) or "").strip() if source_col else source,
+                )
+            )
+    if not samples:
+        raise DataError(f"{path}: manifest has no rows")
+    return Manifest(samples)
+
+
+def _pick(fields: dict[str, str], candidates: tuple[str, ...]) -> str | None:
+    for c in candidates:
+        if c in fields:
+            return fields[c]
+    return None
+
+
+def _resolve(base: Path, value: str, subdirs: tuple[str, ...]) -> Path | None:
+    p = Path(value.strip())
+    if p.is_absolute():
+        return p if p.exists() else None
+    for sub in subdirs:
+        candidate = base / sub / p
+        if candidate.exists():
+            return candidate.resolve()
+    return None

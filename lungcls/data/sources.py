@@ -1,0 +1,40 @@
+"""Open whatever the user points at (COVID-QU-Ex roots, set folders, CSV manifests) as one dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DataError
+from .covidqu import Discovery, discover
+from .manifest import Manifest, read_manifest_csv
+
+
+def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discovery:
+    """Discover each path and join them, in order.
+
+    Args:
+        paths: COVID-QU-Ex-style roots (any level), folders with a ``labels.csv`` manifest, or
+            CSV manifest files. Each sample records the set it came from (the folder's name).
+        part: the COVID-QU-Ex part to use when a root holds several.
+
+    Raises:
+        DataError: a path does not exist or holds no dataset.
+    """
+    if not paths:
+        raise DataError("no dataset given")
+    joined = Discovery(Manifest([]))
+    for p in paths:
+        p = Path(p)
+        if p.is_file() and p.suffix.lower() == ".csv":
+            found = Discovery(read_manifest_csv(p))
+        elif p.is_dir():
+            if (p / "manifest.json").is_file() and (p / "manifest.json").read_text()[:200].find("lungcls-cache") >= 0:
+                raise DataError(f"{p}: this is a packed cache; pass the dataset it was made from")
+            found = discover(p, part=part)
+        else:
+            raise DataError(f"{p}: no such file or folder" if not p.exists() else f"{p}: expected a folder or a .csv manifest")
+        joined.manifest = joined.manifest + found.manifest
+        joined.orphan_masks += found.orphan_masks
+        joined.ignored_files += found.ignored_files
+    return joined

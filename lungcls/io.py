@@ -1,0 +1,185 @@
+"""The one image reader: every file lungcls takes in goes through :func:`read_image` or :func:`read_mask`.
+
+Formats: PNG, JPEG, BMP, TIFF (8 or 16 bit; grayscale, RGB, RGBA, palette, CMYK; any size) and,
+with the ``lungcls[dicom]`` extra, DICOM. Output is always a uint8 grayscale array (H, W).
+
+Documented conversions:
+
+- 8-bit grayscale is kept as is; colour (RGB, RGBA, palette, CMYK) becomes luminance
+  (ITU-R 601, PIL's ``convert("L")``); an alpha channel is dropped.
+- 16-bit and float images are rescaled linearly from the image's own [min, max] to [0, 255]
+  (a constant image maps to ``value / 257``).
+- DICOM: modality LUT, then VOI LUT / window, then MONOCHROME1 is inverted, then min-max to uint8.
+- JPEG EXIF orientation is applied.
+- Images are resized to the working size without keeping the aspect ratio (as COVID-QU-Ex):
+  area interpolation when shrinking, bilinear when enlarging. Masks: any nonzero pixel is lung,
+  nearest-neighbour resize, values {0, 1}.
+
+Files that are empty, truncated, corrupt, not images, or that claim more than ``max_pixels``
+pixels (a decompression bomb) raise :class:`~lungcls.errors.ImageReadError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+DEFAULT_SIZE = (256, 256)
+#: Largest image accepted, in pixels. A 4,300 x 3,500 CXR is 15 M; the limit leaves room.
+MAX_PIXELS = 100_000_000
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image before resizing.
+
+    Attributes:
+        pixels: uint8 (H, W) grayscale at the native size.
+        mode: the source mode, e.g. ``"L"``, ``"RGBA"``, ``"I;16"``, ``"DICOM MONOCHROME1"``.
+        format: the source format, e.g. ``"PNG"``.
+        content_hash: SHA-1 of the decoded native pixels (dtype, shape and values), so the same
+            picture saved twice, or re-encoded losslessly, hashes the same.
+    """
+
+    pixels: np.ndarray
+    mode: str
+    format: str
+    content_hash: str
+
+    @property
+    def size(self) -> Size:
+        """(height, width) at the native size."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+
+def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode ``path`` to uint8 grayscale at its native size.
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated, not an image, or too large.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    if _is_dicom(path):
+        from .dicom import decode_dicom  # optional extra, imported only when needed
+
+        native, mode = decode_dicom(path)
+        return DecodedImage(_to_uint8(native, path), mode, "DICOM", _hash(native))
+    native, mode, fmt = _decode_pil(path, max_pixels)
+    return DecodedImage(_to_uint8(native, path), mode, fmt, _hash(native))
+
+
+def read_image(path: str | Path, size: Size | None = DEFAULT_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a CXR as uint8 grayscale (H, W) at ``size`` (height, width); ``None`` keeps the native size."""
+    pixels = decode_image(path, max_pixels).pixels
+    return resize_image(pixels, size) if size is not None else pixels
+
+
+def read_mask(path: str | Path, size: Size | None = DEFAULT_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a lung mask as uint8 (H, W) in {0, 1}: any nonzero pixel is lung; nearest-neighbour resize."""
+    mask = (decode_image(path, max_pixels).pixels > 0).astype(np.uint8)
+    return resize_mask(mask, size) if size is not None else mask
+
+
+def resize_image(image: np.ndarray, size: Size) -> np.ndarray:
+    """Resize uint8 (H, W) to ``size`` = (height, width): area when shrinking, bilinear when enlarging."""
+    h, w = size
+    if image.shape == (h, w):
+        return image
+    shrinking = image.shape[0] * image.shape[1] > h * w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
+    """Resize a {0, 1} uint8 mask to ``size`` = (height, width) by nearest neighbour."""
+    h, w = size
+    if mask.shape == (h, w):
+        return mask
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the suffix is one lungcls reads (the content is checked only on reading)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageReadError(path, f"image claims {w}x{h} pixels, over the limit of {max_pixels:,}")
+                if w == 0 or h == 0:
+                    raise ImageReadError(path, f"image has no pixels ({w}x{h})")
+                fmt, mode = img.format or "unknown", img.mode
+                img = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
+                native = _pil_to_array(img)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(path, f"decompression bomb refused ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image (format not recognised)") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL reports truncation and bad chunks this way
+        raise ImageReadError(path, f"truncated or corrupt image data ({e})") from None
+    return native, mode, fmt
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """Native pixels: uint8 (H, W) for 8-bit modes, uint16/int32/float32 (H, W) for deep ones."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.uint16)
+    if img.mode in ("I", "F"):
+        return np.asarray(img)
+    if img.mode == "L":
+        return np.asarray(img, dtype=np.uint8)
+    if img.mode == "LA":
+        return np.asarray(img.getchannel("L"), dtype=np.uint8)
+    if img.mode == "RGBA":
+        img = img.convert("RGB")  # drop alpha, then luminance
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def _to_uint8(native: np.ndarray, path: Path) -> np.ndarray:
+    if native.ndim != 2:
+        raise ImageReadError(path, f"expected a 2-D image, got shape {native.shape}")
+    if native.dtype == np.uint8:
+        return np.ascontiguousarray(native)
+    arr = native.astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ImageReadError(path, "image contains NaN or infinite values")
+    if hi == lo:
+        return np.full(arr.shape, np.clip(round(lo / 257.0), 0, 255), dtype=np.uint8)
+    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _hash(native: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(f"{native.dtype.str}{native.shape}".encode())
+    h.update(np.ascontiguousarray(native).tobytes())
+    return h.hexdigest()
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
