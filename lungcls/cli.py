@@ -53,10 +53,11 @@ def _fail(e: Exception, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def _refuse_out_inside_inputs(out: Path, roots: list[Path], force: bool) -> None:
+    """Refuse an output inside an input folder (a CSV manifest's own folder may hold outputs)."""
     out_r = out.resolve()
     for r in roots:
-        folder = r.resolve() if r.is_dir() else r.resolve().parent
-        if out_r == folder or folder in out_r.parents:
+        folder = r.resolve()
+        if out_r == folder or (r.is_dir() and folder in out_r.parents):
             if not force:
                 raise _fail(LungclsError(f"--out {out} is inside the input folder {r}; choose another folder or pass --force"))
 

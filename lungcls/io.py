@@ -120,7 +120,7 @@ def is_image_file(path: str | Path) -> bool:
 def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
@@ -132,8 +132,8 @@ def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
                 native = _pil_to_array(img)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(path, f"decompression bomb refused ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, f"image size over the limit, decompression bomb refused ({e})") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports truncation and bad chunks this way
@@ -144,16 +144,16 @@ def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
 def _pil_to_array(img: Image.Image) -> np.ndarray:
     """Native pixels: uint8 (H, W) for 8-bit modes, uint16/int32/float32 (H, W) for deep ones."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img, dtype=np.uint16)
+        return np.array(img, dtype=np.uint16)
     if img.mode in ("I", "F"):
-        return np.asarray(img)
+        return np.array(img)
     if img.mode == "L":
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)
     if img.mode == "LA":
-        return np.asarray(img.getchannel("L"), dtype=np.uint8)
+        return np.array(img.getchannel("L"), dtype=np.uint8)
     if img.mode == "RGBA":
         img = img.convert("RGB")  # drop alpha, then luminance
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.array(img.convert("L"), dtype=np.uint8)
 
 
 def _to_uint8(native: np.ndarray, path: Path) -> np.ndarray:

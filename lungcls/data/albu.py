@@ -52,8 +52,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.indices[i])
         if isinstance(self.source, PackedCache):
-            image = np.asarray(self.source.images[row])
-            mask = np.asarray(self.source.masks[row])
+            image = np.array(self.source.images[row])  # a copy: memory-maps are read-only
+            mask = np.array(self.source.masks[row])
             label, has_mask = int(self.source.labels[row]), bool(self.source.has_mask[row])
         else:
             s = self.source.samples[row]

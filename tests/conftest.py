@@ -1,0 +1,51 @@
+"""Shared fixtures: the real CXR sets (skipped when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    """``$LUNGCLS_DATA``, else ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("LUNGCLS_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if not (root / "ieee8023-radiologist100").is_dir():
+        pytest.skip(f"real CXR sets not found at {root} (set LUNGCLS_DATA to the folder holding ieee8023-radiologist100 etc.)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def radiologist100(shared_data: Path) -> Path:
+    return shared_data / "ieee8023-radiologist100"
+
+
+def real_pairs(root: Path, n: int) -> list[tuple[Path, Path]]:
+    """The first ``n`` (image, lung mask) pairs of a shared set, sorted by name."""
+    base = root / "Lung Segmentation Data" / "All" / "COVID-19"
+    images = sorted((base / "images").iterdir())[:n]
+    return [(p, base / "lung masks" / p.name) for p in images]
+
+
+def synthetic_cxr(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A crude CXR-like uint8 image (H, W) with two dark lung fields, and its {0, 1} lung mask."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size), 170, np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    for cx in (0.3, 0.7):
+        center = (int(cx * size + rng.integers(-2, 3)), int(0.5 * size))
+        axes = (int(0.15 * size), int(0.3 * size))
+        cv2.ellipse(mask, center, axes, 0, 0, 360, 1, -1)
+    img[mask > 0] = 60
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    return img, mask

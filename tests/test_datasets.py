@@ -1,0 +1,123 @@
+"""Finding datasets: COVID-QU-Ex as it unpacks (from any level), CSV manifests, sidecar patient ids."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lungcls import DataError
+from lungcls.data import CLASS_NAMES, discover, open_dataset, read_manifest_csv
+
+from .conftest import real_pairs
+
+CLASS_PREFIX = {"COVID-19": "covid_", "Non-COVID": "non_COVID (", "Normal": "Normal ("}
+
+
+def covidqu_tree(root: Path, pairs: list[tuple[Path, Path]]) -> Path:
+    """A COVID-QU-Ex-shaped tree from real images: doubled part folders, names with spaces and parentheses."""
+    top = root / "COVID-QU-Ex Dataset"
+    k = 0
+    for part in ("Lung Segmentation Data", "Infection Segmentation Data"):
+        for split in ("Train", "Val", "Test"):
+            for cls in CLASS_NAMES:
+                base = top / part / part / split / cls
+                for sub in ("images", "lung masks") + (("infection masks",) if part.startswith("Inf") else ()):
+                    (base / sub).mkdir(parents=True)
+                n = 2 if part.startswith("Lung") else 1
+                for image, mask in pairs[k % len(pairs) : k % len(pairs) + n]:
+                    k += 1
+                    prefix = CLASS_PREFIX[cls]
+                    name = f"{prefix}{k}).png" if prefix.endswith("(") else f"{prefix}{k}.png"
+                    shutil.copy(image, base / "images" / name)
+                    shutil.copy(mask, base / "lung masks" / name)
+    return top
+
+
+@pytest.fixture
+def tree(tmp_path, radiologist100) -> Path:
+    return covidqu_tree(tmp_path, real_pairs(radiologist100, 30))
+
+
+def test_discovers_covidqu_from_every_kind_of_root(tree):
+    lung = tree / "Lung Segmentation Data"
+    roots = {
+        "top folder": (tree, 18),
+        "part folder": (lung, 18),
+        "inner part folder": (lung / "Lung Segmentation Data", 18),
+        "other part": (tree / "Infection Segmentation Data", 9),
+        "split folder": (lung / "Lung Segmentation Data" / "Val", 6),
+    }
+    for kind, (root, expected) in roots.items():
+        m = discover(root).manifest
+        assert len(m) == expected, kind
+        assert all(s.mask and Path(s.mask).name == Path(s.image).name for s in m), kind
+    top = discover(tree).manifest
+    assert top.splits == ["Test", "Train", "Val"]
+    assert top.counts()["Train"] == {"COVID-19": 2, "Non-COVID": 2, "Normal": 2}
+    names = {Path(s.image).name for s in top}
+    assert "Normal (17).png" in names and any(n.startswith("non_COVID (") for n in names)
+    assert discover(lung / "Lung Segmentation Data" / "Val").manifest.splits == ["Val"]
+
+
+def test_part_can_be_chosen_and_a_wrong_part_is_named(tree):
+    assert len(discover(tree, part="Infection Segmentation Data").manifest) == 9
+    with pytest.raises(DataError, match="no part named 'Lungs'"):
+        discover(tree, part="Lungs")
+
+
+def test_unpaired_masks_and_missing_masks_are_reported(tree):
+    val = tree / "Lung Segmentation Data" / "Lung Segmentation Data" / "Val" / "Normal"
+    first, second = sorted((val / "images").iterdir())
+    (val / "lung masks" / first.name).unlink()  # image without mask
+    second.unlink()  # mask without image
+    (val / "images" / "notes.txt").write_text("not an image")
+    found = discover(tree)
+    sample = next(s for s in found.manifest if Path(s.image).name == first.name)
+    assert sample.mask is None
+    assert found.orphan_masks == [str(val / "lung masks" / second.name)]
+    assert found.ignored_files == [str(val / "images" / "notes.txt")]
+
+
+def test_shared_sets_get_patient_ids_from_their_labels_csv(shared_data):
+    m = discover(shared_data / "ieee8023-radiologist100").manifest
+    assert len(m) == 100 and all(s.patient for s in m) and m.splits == ["All"]
+    assert {s.source for s in m} == {"ieee8023-radiologist100"}
+    nih = discover(shared_data / "nih-cxr8").manifest
+    assert all(s.patient for s in nih) and all(s.mask is None for s in nih)
+
+
+def test_flat_set_with_labels_csv_reads_as_a_manifest(shared_data):
+    m = discover(shared_data / "ieee8023-originals").manifest
+    assert len(m) == 13
+    assert all(Path(s.image).is_file() and s.mask and Path(s.mask).is_file() for s in m)
+
+
+def test_csv_manifest_with_relative_paths_and_splits(tmp_path, radiologist100):
+    pairs = real_pairs(radiologist100, 3)
+    for image, mask in pairs:
+        shutil.copy(image, tmp_path / image.name)
+        shutil.copy(mask, tmp_path / f"mask_{image.name}")
+    rows = ["image,label,mask,split,patient_id"]
+    rows += [f"{p.name},{c},mask_{p.name},{sp},p{k}" for k, ((p, _), c, sp) in enumerate(zip(pairs, ["covid", "Normal", "pneumonia"], ["Train", "Train", "Test"]))]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    m = read_manifest_csv(tmp_path / "m.csv")
+    assert [s.class_name for s in m] == ["COVID-19", "Normal", "Non-COVID"]
+    assert m.splits == ["Train", "Test"] and [s.patient for s in m] == ["p0", "p1", "p2"]
+    assert open_dataset([tmp_path / "m.csv"]).manifest.samples == m.samples
+
+
+def test_bad_manifests_name_the_file_line_and_problem(tmp_path):
+    (tmp_path / "bad.csv").write_text("image,label\nx.png,covid\n")
+    with pytest.raises(DataError, match=r"bad.csv, line 2: image 'x.png' not found"):
+        read_manifest_csv(tmp_path / "bad.csv")
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "label.csv").write_text("image,label\nx.png,flu\n")
+    with pytest.raises(DataError, match=r"line 2: unknown class 'flu'; expected one of COVID-19, Non-COVID, Normal"):
+        read_manifest_csv(tmp_path / "label.csv")
+    (tmp_path / "cols.csv").write_text("file_name,diagnosis\n")
+    with pytest.raises(DataError, match="needs an image column"):
+        read_manifest_csv(tmp_path / "cols.csv")
+    with pytest.raises(DataError, match="no dataset found"):
+        discover(tmp_path / ".." / tmp_path.name)
