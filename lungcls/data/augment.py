@@ -14,9 +14,19 @@ import torch
 import torch.nn.functional as F
 
 
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) in [0, 255] -> float32 in [0, 1]."""
+    return images.float() / 255.0
+
+
+def normalize(x: torch.Tensor, mean: float = 0.5, std: float = 0.25) -> torch.Tensor:
+    """float in [0, 1] -> ``(x - mean) / std``."""
+    return (x - mean) / std
+
+
 def to_float(images: torch.Tensor, mean: float = 0.5, std: float = 0.25) -> torch.Tensor:
     """uint8 (B, C, H, W) in [0, 255] -> float32 normalised as ``(x / 255 - mean) / std``."""
-    return (images.float() / 255.0 - mean) / std
+    return normalize(to_unit(images), mean, std)
 
 
 @dataclass
@@ -40,6 +50,11 @@ class DeviceAugment:
     contrast: float = 0.1
     hflip: float = 0.0
     p: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg) -> DeviceAugment:
+        """From an :class:`lungcls.config.AugmentConfig`."""
+        return cls(cfg.rotation, tuple(cfg.scale), cfg.translate, cfg.brightness, cfg.contrast, cfg.hflip, cfg.p)
 
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor | None = None, generator: torch.Generator | None = None

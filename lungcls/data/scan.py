@@ -112,7 +112,8 @@ def scan(
                 bar.update(1)
                 yield scan_one(*job)
             return
-        ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+        # fork on Linux (as torch DataLoader does): workers need no re-import of the caller's script
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ctx.Pool(workers) as pool:
             for result in pool.imap(_scan_star, jobs, chunksize=16):
                 bar.update(1)

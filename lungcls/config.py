@@ -1,0 +1,168 @@
+"""Typed configuration: plain dataclasses whose fields are JSON primitives.
+
+Every checkpoint saves its configs as JSON beside the weights; :func:`from_dict` validates what
+it reads back and names the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class SegmenterConfig:
+    """Stage 1: an smp U-Net for one lung class.
+
+    Attributes:
+        encoder_name: any smp encoder (``resnet34``, ``resnet18``, ``mobilenet_v2``, ...).
+        encoder_weights: ``None`` (default, no download) or ``"imagenet"`` from the local cache.
+        encoder_depth: encoder stages (3 to 5); fewer is faster and smaller.
+        decoder_channels: decoder widths, one per encoder stage.
+        image_size: working size in pixels (square).
+        mean, std: normalisation of [0, 1] pixel values, applied on the device.
+    """
+
+    arch: str = "unet"
+    encoder_name: str = "resnet34"
+    encoder_weights: str | None = None
+    encoder_depth: int = 5
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    in_channels: int = 1
+    classes: int = 1
+    image_size: int = 256
+    mean: float = 0.5
+    std: float = 0.25
+
+
+@dataclass
+class PostprocessConfig:
+    """Stage 1 post-processing, each step optional.
+
+    Attributes:
+        threshold: probability above which a pixel is lung.
+        keep_largest: keep this many largest connected components (0 keeps all).
+        fill_holes: fill holes inside the lung fields.
+        min_lung_fraction: below this share of the image, the image is flagged ``no-lung``.
+    """
+
+    threshold: float = 0.5
+    keep_largest: int = 2
+    fill_holes: bool = True
+    min_lung_fraction: float = 0.02
+
+
+@dataclass
+class AugmentConfig:
+    """Device augmentation (see :class:`lungcls.data.augment.DeviceAugment`)."""
+
+    rotation: float = 10.0
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    translate: float = 0.06
+    brightness: float = 0.1
+    contrast: float = 0.1
+    hflip: float = 0.0
+    p: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The shared training engine's settings.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per step.
+        lr: peak learning rate of AdamW, reached after ``warmup_epochs`` then cosine-decayed to
+            ``lr * min_lr_ratio``.
+        grad_clip: clip the gradient norm to this (0 = off).
+        patience: stop after this many epochs without a better validation metric (0 = never).
+        seed: seeds weights, shuffling and augmentation; resuming continues the same draws.
+        amp: bf16 autocast on CUDA (CPU always runs fp32).
+        channels_last: memory format on CUDA.
+        compile: ``torch.compile`` the model.
+        device: ``auto`` (CUDA when available), ``cuda``, ``cuda:1``, ``cpu``.
+        placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
+    """
+
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    patience: int = 0
+    seed: int = 0
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    placement: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def to_dict(config: Any) -> dict:
+    """A config dataclass as a JSON-ready dict."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build ``cls`` from ``data``, checking names and types.
+
+    Raises:
+        ConfigError: an unknown field, or a value of the wrong type; names the field.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(where or cls.__name__, f"expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}", f"unknown field; valid fields: {', '.join(sorted(names))}")
+    values = {}
+    for name, value in data.items():
+        values[name] = _check(hints[name], value, f"{where}{name}")
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where=f"{name}.")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(arg, value, name)
+            except ConfigError:
+                pass
+        raise ConfigError(name, f"expected {hint}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check(item, v, f"{name}[{k}]") for k, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"expected an integer, got {value!r}")
+        return value
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise ConfigError(name, f"expected {hint.__name__}, got {value!r}")
+        return value
+    return value

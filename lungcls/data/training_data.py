@@ -1,0 +1,48 @@
+"""Turn whatever the user points training at (roots, manifests, a cache) into a split packed cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DataError
+from .cache import PackedCache, cached_duplicates, is_cache, prepare_cache
+from .sources import open_dataset
+from .split import make_split
+
+log = logging.getLogger(__name__)
+
+
+def open_training_data(
+    paths: Sequence[str | Path],
+    cache_dir: str | Path,
+    size: int = 256,
+    val: float = 0.1,
+    test: float = 0.2,
+    split_seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PackedCache:
+    """A packed cache with Train and Val splits for ``paths``.
+
+    ``paths`` may be one prepared cache (used as is), or dataset roots / CSV manifests, which are
+    cached into ``cache_dir`` (reused when unchanged). Data without Train and Val splits (such as
+    the shared sets, split ``All``) is split here: seeded, class-stratified, patient-grouped,
+    duplicates kept on one side.
+
+    Raises:
+        DataError: no data, or a cache without Train/Val splits.
+    """
+    if len(paths) == 1 and is_cache(paths[0]):
+        cache = PackedCache.open(paths[0])
+        if not {"Train", "Val"} <= {s.split for s in cache.samples}:
+            raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
+        return cache
+    manifest = open_dataset(paths).manifest
+    if not {"Train", "Val"} <= set(manifest.splits):
+        log.warning("no Train/Val split in the data: making a patient-grouped split (seed %d)", split_seed)
+        duplicates = cached_duplicates(manifest, cache_dir, workers=workers, progress=progress)
+        manifest = make_split(manifest, val=val, test=test, seed=split_seed, duplicates=duplicates)
+    prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
+    return PackedCache.open(cache_dir)

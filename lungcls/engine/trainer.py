@@ -1,0 +1,214 @@
+"""``fit``: the only training loop in lungcls, shared by segmentation and classification.
+
+A stage supplies a Task (model, training loss of a batch, evaluation of a loader, the name of
+its validation metric); ``fit`` owns everything else: AdamW with warm-up + cosine schedule,
+autocast, gradient clipping, per-epoch validation, best/last checkpoints, resume, early
+stopping, history files and the progress bar.
+
+Every random draw of an epoch (shuffle order, augmentation) is derived from ``(seed, epoch)``,
+so a resumed run draws exactly what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..atomic import write_json, write_text
+from ..checkpoint import load_model, load_weights, optimizer_tensors, read_json, restore_optimizer, save_model, save_weights, unwrap, write_config
+from ..config import TrainConfig
+from ..errors import LungclsError
+from .device import autocast
+
+
+class Task(Protocol):
+    """What a stage gives the engine."""
+
+    model: torch.nn.Module
+    device: torch.device
+    metric: str  # name of the validation metric that picks the best checkpoint
+    mode: str  # "max" or "min"
+
+    def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor: ...
+
+    def evaluate(self, loader: Any) -> dict[str, float]: ...
+
+
+@dataclass
+class FitResult:
+    """What training produced: the history, and the best epoch and its metric."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_metric: float = float("nan")
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def learning_rate(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``lr * min_lr_ratio``."""
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(
+    task: Task,
+    train: Any,
+    val: Any | None,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    run_config: dict,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train ``task.model`` on ``train`` batches, validating on ``val`` after every epoch.
+
+    Args:
+        train, val: loaders with ``__len__``, ``__iter__`` and ``set_epoch`` (see CacheLoader).
+        run_dir: where checkpoints, history and ``config.json`` go.
+        run_config: the run's JSON config; saved as ``config.json`` with the best metrics added.
+        resume: continue from ``run_dir/last.*`` (the epoch after the last completed one).
+        on_epoch_end: called with (epoch, record) after each epoch is saved.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, device = task.model, task.device
+    optimizer = torch.optim.AdamW(unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train)
+    if steps_per_epoch == 0:
+        raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    result, start, bad_epochs = FitResult(), 0, 0
+    if resume:
+        start, bad_epochs = _resume(run_dir, model, optimizer, result)
+    write_config(run_dir / "config.json", run_config)
+    better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
+    for epoch in range(start, cfg.epochs):
+        train.set_epoch(epoch)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
+        t0, train_loss, seen = time.perf_counter(), 0.0, 0
+        model.train()
+        bar = _bar(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        for k, batch in enumerate(train):
+            lr = learning_rate(epoch * steps_per_epoch + k, total, warmup, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = _step(task, batch, generator, optimizer, cfg)
+            n = len(batch)
+            train_loss, seen = train_loss + loss * n, seen + n
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_loss": train_loss / max(seen, 1), "lr": lr, "seconds": seconds,
+                  "train_img_s": seen / seconds}  # fmt: skip
+        if val is not None:
+            model.eval()
+            with torch.inference_mode(), autocast(device, cfg.amp):
+                record.update({f"val_{k}": v for k, v in task.evaluate(val).items()})
+        result.history.append(record)
+        score = record.get(f"val_{task.metric}", -record["train_loss"] if task.mode == "max" else record["train_loss"])
+        if result.best_epoch < 0 or better(score, result.best_metric):
+            result.best_epoch, result.best_metric, bad_epochs = epoch + 1, float(score), 0
+            save_model(run_dir / "model.safetensors", model)
+            run_config["metrics"] = {"best_epoch": epoch + 1, **{k: v for k, v in record.items() if k.startswith("val_")}}
+            write_config(run_dir / "config.json", run_config)
+        else:
+            bad_epochs += 1
+        _save_last(run_dir, model, optimizer, epoch, result, bad_epochs)
+        _write_history(run_dir, result.history)
+        _log(progress, record, task.metric)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        if cfg.patience and bad_epochs >= cfg.patience:
+            result.stopped_early = True
+            break
+    return result
+
+
+def _step(task: Task, batch: Any, generator: torch.Generator, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> float:
+    try:
+        with autocast(task.device, cfg.amp):
+            loss = task.training_loss(batch, generator)
+        if not torch.isfinite(loss):
+            raise LungclsError(f"training loss is {loss.item()}: lower --lr (now {cfg.lr}) or check the data")
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(task.model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    except torch.cuda.OutOfMemoryError:
+        raise LungclsError(
+            f"out of GPU memory at batch size {cfg.batch_size}: lower --batch-size, or pass --placement host "
+            "to keep the data cache in host memory instead of on the GPU"
+        ) from None
+    return float(loss.detach())
+
+
+def _save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, result: FitResult, bad: int) -> None:
+    tensors, groups = optimizer_tensors(optimizer)
+    tensors.update({f"model.{k}": v for k, v in unwrap(model).state_dict().items()})
+    save_weights(run_dir / "last.safetensors", tensors)
+    state = {"epoch": epoch, "best_epoch": result.best_epoch, "best_metric": result.best_metric, "bad_epochs": bad,
+             "history": result.history, "param_groups": groups}  # fmt: skip
+    write_json(run_dir / "last.json", state)
+
+
+def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult) -> tuple[int, int]:
+    if not (run_dir / "last.json").is_file():
+        raise LungclsError(f"{run_dir}: nothing to resume (no last.json); start without --resume")
+    state = read_json(run_dir / "last.json")
+    tensors = load_weights(run_dir / "last.safetensors")
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    unwrap(model).load_state_dict(weights)
+    restore_optimizer(optimizer, tensors, state["param_groups"])
+    result.history, result.best_epoch, result.best_metric = state["history"], state["best_epoch"], state["best_metric"]
+    return state["epoch"] + 1, state["bad_epochs"]
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    write_json(run_dir / "history.json", history)
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    write_text(run_dir / "history.csv", buf.getvalue())
+
+
+def _bar(progress: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not progress, file=sys.stderr, leave=False)
+
+
+def _log(progress: bool, record: dict, metric: str) -> None:
+    if progress:
+        parts = [f"epoch {record['epoch']}", f"train_loss {record['train_loss']:.4f}"]
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+        parts.append(f"{record['train_img_s']:.0f} img/s")
+        print("  ".join(parts), file=sys.stderr)
+
+
+__all__ = ["FitResult", "Task", "fit", "learning_rate", "load_model", "seed_everything"]

@@ -1,0 +1,95 @@
+"""Stage 1 at inference: a trained U-Net plus its post-processing, batched on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_model, read_json
+from ..config import PostprocessConfig, SegmenterConfig, from_dict
+from ..data.augment import to_unit
+from ..engine.device import autocast, memory_format, resolve_device
+from ..errors import CheckpointError
+from ..models import build_segmenter
+from .postprocess import postprocess
+
+
+@dataclass
+class SegmentResult:
+    """One image's lungs: mask uint8 (H, W) {0, 1} at the input size, lung fraction, box, flags."""
+
+    mask: np.ndarray
+    lung_fraction: float
+    bbox: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (exclusive), None when no lung
+    flags: list[str] = field(default_factory=list)
+
+
+class Segmenter:
+    """A trained lung U-Net.
+
+    Args:
+        model: the U-Net; cfg: its config; post: post-processing settings.
+        device: where it runs; amp: bf16 on CUDA.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
+        device: str | torch.device = "auto", amp: bool = True, batch_size: int = 32,
+    ) -> None:  # fmt: skip
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.cfg, self.post, self.amp, self.batch_size = cfg, post or PostprocessConfig(), amp, batch_size
+        self.format = memory_format(self.device)
+        self.model = model.to(self.device, memory_format=self.format).eval()
+
+    @classmethod
+    def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Segmenter:
+        """Load a run folder written by ``train-seg`` (``config.json`` + ``model.safetensors``)."""
+        run = Path(run)
+        config = read_json(run / "config.json")
+        if config.get("kind") != "segmenter":
+            raise CheckpointError(f"{run}: not a segmentation run (kind {config.get('kind')!r})")
+        cfg = from_dict(SegmenterConfig, config["model"])
+        post = from_dict(PostprocessConfig, config.get("postprocess", {}))
+        model = load_model(run / "model.safetensors", build_segmenter(cfg))
+        return cls(model, cfg, post, device, **kwargs)
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Lung probability per pixel.
+
+        Args:
+            images: uint8 (N, 1, H, W), any H and W (resized to the model's size and back).
+
+        Returns:
+            float32 (N, 1, H, W) in [0, 1] on the segmenter's device.
+        """
+        s = self.cfg.image_size
+        out = []
+        for chunk in images.split(self.batch_size):
+            x = to_unit(chunk.to(self.device, non_blocking=True))
+            h, w = x.shape[-2:]
+            if (h, w) != (s, s):
+                x = F.interpolate(x, size=(s, s), mode="area" if h * w > s * s else "bilinear")
+            x = ((x - self.cfg.mean) / self.cfg.std).contiguous(memory_format=self.format)
+            with autocast(self.device, self.amp):
+                p = torch.sigmoid(self.model(x).float())
+            if (h, w) != (s, s):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            out.append(p)
+        return torch.cat(out) if out else torch.empty(0, 1, *images.shape[-2:], device=self.device)
+
+    def segment(self, images: torch.Tensor) -> list[SegmentResult]:
+        """Post-processed lung masks for uint8 (N, 1, H, W) images."""
+        probs = self.probabilities(images).cpu().numpy()[:, 0]
+        return [describe(*postprocess(p, self.post)) for p in probs]
+
+
+def describe(mask: np.ndarray, flags: list[str]) -> SegmentResult:
+    """Lung fraction and bounding box of a {0, 1} mask."""
+    ys, xs = np.nonzero(mask)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+    return SegmentResult(mask, float(mask.mean()), bbox, flags)
