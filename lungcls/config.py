@@ -51,12 +51,14 @@ class PostprocessConfig:
         keep_largest: keep this many largest connected components (0 keeps all).
         fill_holes: fill holes inside the lung fields.
         min_lung_fraction: below this share of the image, the image is flagged ``no-lung``.
+        max_lung_fraction: above this share, flagged ``implausible-lung-area`` (e.g. not a CXR).
     """
 
     threshold: float = 0.5
     keep_largest: int = 2
     fill_holes: bool = True
     min_lung_fraction: float = 0.02
+    max_lung_fraction: float = 0.7
 
 
 @dataclass

@@ -1,0 +1,145 @@
+"""Stage 1: the U-Net learns on real CXRs, round-trips through safetensors, resumes, post-processes,
+and `lungcls segment` goes on past a corrupt file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lungcls import CheckpointError, ConfigError
+from lungcls.cli import app
+from lungcls.config import PostprocessConfig, SegmenterConfig, TrainConfig, from_dict
+from lungcls.data import PackedCache, discover, make_split, prepare_cache
+from lungcls.engine.trainer import seed_everything
+from lungcls.seg.metrics import hausdorff95, mask_scores
+from lungcls.seg.postprocess import postprocess
+from lungcls.seg.segmenter import Segmenter
+from lungcls.seg.train import train_segmenter
+
+TINY = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8], image_size=64)
+
+
+def tiny_train(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 3, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5, **overrides})
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory, radiologist100) -> Path:
+    """40 real CXRs with radiologist lung masks at 64 px, split Train/Val/Test by patient."""
+    manifest = discover(radiologist100).manifest
+    manifest.samples = manifest.samples[:40]
+    path = tmp_path_factory.mktemp("seg") / "cache"
+    prepare_cache(make_split(manifest, val=0.2, test=0.2, seed=0), path, size=(64, 64), workers=0, progress=False)
+    return path
+
+
+def test_loss_decreases_on_real_images(tmp_path, real_cache):
+    result = train_segmenter([real_cache], tmp_path / "run", TINY, tiny_train(epochs=4), progress=False)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] * 0.9, losses
+    assert 0 < result.best_metric <= 1 and (tmp_path / "run" / "model.safetensors").is_file()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["kind"] == "segmenter" and config["metrics"]["best_epoch"] == result.best_epoch
+    assert config["data"]["manifest_digest"] == PackedCache.open(real_cache).digest()
+    assert "torch" in config["environment"] and (tmp_path / "run" / "history.csv").read_text().startswith("epoch,")
+
+
+def test_save_then_load_gives_identical_predictions(tmp_path, real_cache):
+    train_segmenter([real_cache], tmp_path / "run", TINY, tiny_train(epochs=1), progress=False)
+    images = torch.from_numpy(np.array(PackedCache.open(real_cache).images[:6]))[:, None]
+    a = Segmenter.load(tmp_path / "run", device="cpu").probabilities(images)
+    b = Segmenter.load(tmp_path / "run", device="cpu").probabilities(images)
+    assert a.shape == (6, 1, 64, 64) and torch.equal(a, b)
+    shutil.copy(tmp_path / "run" / "model.safetensors", tmp_path / "copy.safetensors")
+    seed_everything(123)  # a differently initialised model, then the saved weights loaded into it
+    from lungcls.checkpoint import load_model
+    from lungcls.models import build_segmenter
+
+    other = Segmenter(load_model(tmp_path / "copy.safetensors", build_segmenter(TINY)), TINY, device="cpu")
+    assert torch.equal(other.probabilities(images), a)
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, real_cache):
+    full = train_segmenter([real_cache], tmp_path / "full", TINY, tiny_train(), progress=False)
+
+    def crash_after_first_epoch(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter([real_cache], tmp_path / "cut", TINY, tiny_train(), progress=False, on_epoch_end=crash_after_first_epoch)
+    assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == 0
+    epochs_run = []
+    resumed = train_segmenter([real_cache], tmp_path / "cut", resume=True, progress=False,
+                              on_epoch_end=lambda e, r: epochs_run.append(e))  # fmt: skip
+    assert epochs_run == [1, 2] and [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)
+
+
+def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:50, 8:28] = 0.9  # left lung
+    prob[10:50, 36:56] = 0.9  # right lung
+    prob[25:30, 15:20] = 0.1  # a hole in the left lung
+    prob[2:5, 60:63] = 0.95  # a stray blob
+    mask, flags = postprocess(prob)
+    assert mask[27, 17] == 1 and mask[3, 61] == 0 and mask[20, 40] == 1 and flags == []
+    kept, _ = postprocess(prob, PostprocessConfig(keep_largest=0, fill_holes=False))
+    assert kept[27, 17] == 0 and kept[3, 61] == 1
+    empty, flags = postprocess(np.zeros((64, 64), np.float32))
+    assert not empty.any() and flags == ["no-lung"]
+
+
+def test_metrics_on_planted_masks():
+    target = torch.zeros(1, 1, 32, 32, dtype=torch.long)
+    target[..., 8:24, 8:24] = 1
+    pred = torch.zeros_like(target)
+    pred[..., 10:24, 8:24] = 1
+    scores = mask_scores(pred, target)
+    assert scores["dice"].item() == pytest.approx(2 * 224 / (256 + 224))
+    assert scores["iou"].item() == pytest.approx(224 / 256)
+    assert hausdorff95(pred, target).item() == pytest.approx(2.0)
+
+
+def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, real_cache, radiologist100):
+    train_segmenter([real_cache], tmp_path / "run", TINY, tiny_train(epochs=1), progress=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    real = sorted((radiologist100 / "Lung Segmentation Data" / "All" / "COVID-19" / "images").iterdir())[:2]
+    for p in real:
+        shutil.copy(p, folder / p.name)
+    (folder / "corrupt (1).png").write_bytes(real[0].read_bytes()[:2000])  # cut off mid-file
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = CliRunner().invoke(app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert "corrupt (1).png" in result.output and "2 images segmented" in result.output
+    rows = (tmp_path / "out" / "segment.csv").read_text().splitlines()
+    assert len(rows) == 4 and "truncated or corrupt" in next(r for r in rows if "corrupt" in r)
+    for sub in ("masks", "overlays"):
+        assert len(list((tmp_path / "out" / sub).glob("*.png"))) == 2
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
+    inside = CliRunner().invoke(app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")])
+    assert inside.exit_code == 2
+
+
+def test_bad_configs_and_checkpoints_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="encoder_depth"):
+        from_dict(SegmenterConfig, {"encoder_depth": "five"})
+    with pytest.raises(ConfigError, match="'epochz': unknown field"):
+        from_dict(TrainConfig, {"epochz": 3})
+    assert from_dict(TrainConfig, {"augment": {"rotation": 5}}).augment.rotation == 5.0
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"kind": "segmenter", "model": {}, "postprocess": {}}))
+    torch.save({"x": torch.zeros(1)}, tmp_path / "run" / "model.safetensors")  # a pickle under a safe name
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        Segmenter.load(tmp_path / "run", device="cpu")
