@@ -68,8 +68,14 @@ def main() -> None:
     files = ImageDataset(manifest, size=(256, 256))
 
     def png_batches(epoch: int):
-        return DataLoader(files, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                          pin_memory=device.type == "cuda", persistent_workers=False)
+        return DataLoader(
+            files,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def png_step(batch) -> int:
         images = batch["image"].to(device, non_blocking=True)
@@ -115,10 +121,21 @@ def main() -> None:
     print(table)
     write_results(
         f"data_throughput_{device.type}",
-        {"images": len(manifest), "batch_size": args.batch_size, "epochs": args.epochs, "workers": args.workers,
-         "device": str(device), "png_dataloader_img_s": png_rate, "cache_img_s": cache_rate, "ratio": ratio,
-         "png_dataloader_no_aug_img_s": png_only, "cache_no_aug_img_s": cache_only, "ratio_no_aug": cache_only / png_only,
-         "prepare_s": prepare_s, "cache_load_s": load_s},
+        {
+            "images": len(manifest),
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "workers": args.workers,
+            "device": str(device),
+            "png_dataloader_img_s": png_rate,
+            "cache_img_s": cache_rate,
+            "ratio": ratio,
+            "png_dataloader_no_aug_img_s": png_only,
+            "cache_no_aug_img_s": cache_only,
+            "ratio_no_aug": cache_only / png_only,
+            "prepare_s": prepare_s,
+            "cache_load_s": load_s,
+        },
         table,
         args.out,
     )

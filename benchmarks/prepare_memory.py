@@ -70,18 +70,37 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
             make_images(data, n)
-            cmd = [sys.executable, "-m", "lungcls", "prepare", str(data), "--out", str(Path(tmp) / "cache"),
-                   "--workers", str(args.workers)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "lungcls",
+                "prepare",
+                str(data),
+                "--out",
+                str(Path(tmp) / "cache"),
+                "--workers",
+                str(args.workers),
+            ]
             main_mb, tree_mb, seconds = peak_rss(cmd)
             cache_mb = sum(f.stat().st_size for f in (Path(tmp) / "cache").rglob("*") if f.is_file()) / 1e6
-        rows.append({"images": n, "peak_rss_main_mb": main_mb, "peak_rss_with_workers_mb": tree_mb,
-                     "seconds": seconds, "images_per_s": n / seconds, "cache_mb": cache_mb})
+        rows.append(
+            {
+                "images": n,
+                "peak_rss_main_mb": main_mb,
+                "peak_rss_with_workers_mb": tree_mb,
+                "seconds": seconds,
+                "images_per_s": n / seconds,
+                "cache_mb": cache_mb,
+            }
+        )
         print(rows[-1], flush=True)
     table = "| images | cache size (MB) | peak RSS, main process (MB) | peak RSS, main + workers (MB) | time (s) | images/s |\n"
     table += "|---|---|---|---|---|---|\n"
     for r in rows:
-        table += (f"| {r['images']:,} | {r['cache_mb']:,.0f} | {r['peak_rss_main_mb']:,.0f} | "
-                  f"{r['peak_rss_with_workers_mb']:,.0f} | {r['seconds']:.1f} | {r['images_per_s']:,.0f} |\n")
+        table += (
+            f"| {r['images']:,} | {r['cache_mb']:,.0f} | {r['peak_rss_main_mb']:,.0f} | "
+            f"{r['peak_rss_with_workers_mb']:,.0f} | {r['seconds']:.1f} | {r['images_per_s']:,.0f} |\n"
+        )
     table += f"\nSynthetic 256 px PNGs with masks, {args.workers} decoding workers; RSS sampled every 20 ms."
     print(table)
     write_results("prepare_memory", {"workers": args.workers, "rows": rows}, table, args.out)

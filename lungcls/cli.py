@@ -41,10 +41,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _fail(e: Exception, code: int = EXIT_USAGE) -> typer.Exit:
@@ -59,7 +63,9 @@ def _refuse_out_inside_inputs(out: Path, roots: list[Path], force: bool) -> None
         folder = r.resolve()
         if out_r == folder or (r.is_dir() and folder in out_r.parents):
             if not force:
-                raise _fail(LungclsError(f"--out {out} is inside the input folder {r}; choose another folder or pass --force"))
+                raise _fail(
+                    LungclsError(f"--out {out} is inside the input folder {r}; choose another folder or pass --force")
+                )
 
 
 @data_app.command("inspect")
@@ -86,7 +92,9 @@ def data_inspect(
         typer.echo(f"\nreport written to {json_out}")
     leaks = report.duplicates_across_splits or report.patients_across_splits
     if leaks:
-        typer.secho("\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow")
+        typer.secho(
+            "\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow"
+        )
     if not report.ok or (strict and leaks):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -129,7 +137,9 @@ def prepare(
     roots: Roots,
     out: Annotated[Path, typer.Option(help="Cache folder to write.")],
     size: Annotated[int, typer.Option(help="Working size in pixels (square).")] = 256,
-    make_split: Annotated[bool, typer.Option("--make-split", help="Split Train/Val/Test by patient first (for data with no split).")] = False,
+    make_split: Annotated[
+        bool, typer.Option("--make-split", help="Split Train/Val/Test by patient first (for data with no split).")
+    ] = False,
     val: Annotated[float, typer.Option(help="With --make-split: fraction for validation.")] = 0.1,
     test: Annotated[float, typer.Option(help="With --make-split: fraction for test.")] = 0.2,
     seed: Annotated[int, typer.Option(help="With --make-split: seed of the split.")] = 0,
@@ -155,7 +165,9 @@ def prepare(
     if result.up_to_date:
         typer.echo(f"{out}: up to date ({result.count} images), nothing to do")
     else:
-        typer.echo(f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) in {result.seconds:.1f} s")
+        typer.echo(
+            f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) in {result.seconds:.1f} s"
+        )
     for f in result.failed:
         typer.secho(f"  skipped {f['path']}: {f['reason']}", err=True, fg="yellow")
     typer.echo(json.dumps(_counts(out)))
@@ -168,29 +180,50 @@ def train_seg(
     data: Annotated[list[Path], typer.Argument(help="Dataset roots, CSV manifests, or one packed cache.")],
     out: Annotated[Path, typer.Option(help="Run folder to write (config, weights, history).")],
     encoder: Annotated[str, typer.Option(help="smp encoder name.")] = "resnet34",
-    encoder_weights: Annotated[Optional[str], typer.Option(help="'imagenet' to start from cached ImageNet weights.")] = None,
+    encoder_weights: Annotated[
+        Optional[str], typer.Option(help="'imagenet' to start from cached ImageNet weights.")
+    ] = None,
     encoder_depth: Annotated[int, typer.Option(help="Encoder stages, 3 to 5.")] = 5,
     image_size: Annotated[int, typer.Option(help="Working size in pixels.")] = 256,
     epochs: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    patience: Annotated[int, typer.Option(help="Early stopping after this many epochs without improvement (0 = off).")] = 0,
+    patience: Annotated[
+        int, typer.Option(help="Early stopping after this many epochs without improvement (0 = off).")
+    ] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    placement: Annotated[str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")] = "auto",
+    placement: Annotated[
+        str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")
+    ] = "auto",
     cache: Annotated[Optional[Path], typer.Option(help="Where to cache the data (default OUT/cache).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")
+    ] = False,
 ) -> None:
     """Train the lung U-Net (stage 1) on the images that have lung masks."""
     from .config import SegmenterConfig, TrainConfig
     from .seg.train import train_segmenter
 
     channels = [256, 128, 64, 32, 16][5 - encoder_depth :]
-    model = SegmenterConfig(encoder_name=encoder, encoder_weights=encoder_weights, encoder_depth=encoder_depth,
-                            decoder_channels=channels, image_size=image_size)
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device,
-                        compile=compile, placement=placement)
+    model = SegmenterConfig(
+        encoder_name=encoder,
+        encoder_weights=encoder_weights,
+        encoder_depth=encoder_depth,
+        decoder_channels=channels,
+        image_size=image_size,
+    )
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        device=device,
+        compile=compile,
+        placement=placement,
+    )
     _refuse_out_inside_inputs(out, data, force=False)
     try:
         result = train_segmenter(data, out, model, train, cache_dir=cache, resume=resume)
@@ -259,8 +292,7 @@ def segment(
     failed = [r for r in rows if r["error"]] + problems
     flagged = [r for r in rows if r.get("flags")]
     done = sum(1 for r in rows if not r["error"])
-    typer.echo(f"{done} images segmented, {len(flagged)} flagged, {len(failed)} failed; "
-               f"results in {out} (segment.csv)")
+    typer.echo(f"{done} images segmented, {len(flagged)} flagged, {len(failed)} failed; results in {out} (segment.csv)")
     for r in flagged:
         typer.secho(f"  flagged {r['path']}: {r['flags']}", fg="yellow")
     for r in failed:

@@ -21,7 +21,9 @@ def shared_data_root() -> Path:
 def shared_data() -> Path:
     root = shared_data_root()
     if not (root / "ieee8023-radiologist100").is_dir():
-        pytest.skip(f"real CXR sets not found at {root} (set LUNGCLS_DATA to the folder holding ieee8023-radiologist100 etc.)")
+        pytest.skip(
+            f"real CXR sets not found at {root} (set LUNGCLS_DATA to the folder holding ieee8023-radiologist100 etc.)"
+        )
     return root
 
 

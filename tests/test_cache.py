@@ -16,7 +16,10 @@ from lungcls.io import read_image, read_mask
 
 
 def test_cache_round_trip_is_pixel_exact_on_real_files(tmp_path, shared_data):
-    manifest = discover(shared_data / "ieee8023-radiologist100").manifest + discover(shared_data / "ieee8023-originals").manifest
+    manifest = (
+        discover(shared_data / "ieee8023-radiologist100").manifest
+        + discover(shared_data / "ieee8023-originals").manifest
+    )
     result = prepare_cache(manifest, tmp_path / "cache", workers=2, progress=False)
     assert result.count == 113 and result.decoded == 113 and not result.failed
     cache = PackedCache.open(tmp_path / "cache")
@@ -30,7 +33,9 @@ def test_cache_round_trip_is_pixel_exact_on_real_files(tmp_path, shared_data):
 def test_rerun_does_no_work_and_a_changed_file_alone_is_decoded(tmp_path, radiologist100):
     images = tmp_path / "set" / "All" / "Normal" / "images"
     images.mkdir(parents=True)
-    for k, p in enumerate(sorted((radiologist100 / "Lung Segmentation Data" / "All" / "COVID-19" / "images").iterdir())[:5]):
+    for k, p in enumerate(
+        sorted((radiologist100 / "Lung Segmentation Data" / "All" / "COVID-19" / "images").iterdir())[:5]
+    ):
         shutil.copy(p, images / f"Normal ({k}).png")
     manifest = discover(tmp_path / "set").manifest
     first = prepare_cache(manifest, tmp_path / "cache", progress=False)

@@ -26,21 +26,31 @@ def test_help_lists_the_commands_and_version_prints():
 
 def test_inspect_split_prepare_on_a_real_set(tmp_path, shared_data):
     root = shared_data / "ieee8023-radiologist100"
-    result = runner.invoke(app, ["data", "inspect", str(root), "--json", str(tmp_path / "report.json"), "--workers", "0"])
+    result = runner.invoke(
+        app, ["data", "inspect", str(root), "--json", str(tmp_path / "report.json"), "--workers", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert "100 images" in result.output and "Lung masks: ok 100" in result.output
-    assert json.loads((tmp_path / "report.json").read_text())["counts"]["All"] == {"COVID-19": 65, "Non-COVID": 34, "Normal": 1}
+    assert json.loads((tmp_path / "report.json").read_text())["counts"]["All"] == {
+        "COVID-19": 65,
+        "Non-COVID": 34,
+        "Normal": 1,
+    }
 
     result = runner.invoke(app, ["data", "split", str(root), "--out", str(tmp_path / "split.csv"), "--seed", "1"])
     assert result.exit_code == 0, result.output
     split = read_manifest_csv(tmp_path / "split.csv")
     assert set(split.splits) == {"Train", "Val", "Test"} and len(split) == 100
 
-    result = runner.invoke(app, ["prepare", str(tmp_path / "split.csv"), "--out", str(tmp_path / "cache"), "--size", "128"])
+    result = runner.invoke(
+        app, ["prepare", str(tmp_path / "split.csv"), "--out", str(tmp_path / "cache"), "--size", "128"]
+    )
     assert result.exit_code == 0, result.output
     cache = PackedCache.open(tmp_path / "cache")
     assert cache.images.shape == (100, 128, 128) and [s.split for s in cache.samples] == [s.split for s in split]
-    again = runner.invoke(app, ["prepare", str(tmp_path / "split.csv"), "--out", str(tmp_path / "cache"), "--size", "128"])
+    again = runner.invoke(
+        app, ["prepare", str(tmp_path / "split.csv"), "--out", str(tmp_path / "cache"), "--size", "128"]
+    )
     assert "up to date" in again.output
 
 

@@ -100,7 +100,10 @@ def test_csv_manifest_with_relative_paths_and_splits(tmp_path, radiologist100):
         shutil.copy(image, tmp_path / image.name)
         shutil.copy(mask, tmp_path / f"mask_{image.name}")
     rows = ["image,label,mask,split,patient_id"]
-    rows += [f"{p.name},{c},mask_{p.name},{sp},p{k}" for k, ((p, _), c, sp) in enumerate(zip(pairs, ["covid", "Normal", "pneumonia"], ["Train", "Train", "Test"]))]
+    rows += [
+        f"{p.name},{c},mask_{p.name},{sp},p{k}"
+        for k, ((p, _), c, sp) in enumerate(zip(pairs, ["covid", "Normal", "pneumonia"], ["Train", "Train", "Test"]))
+    ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     m = read_manifest_csv(tmp_path / "m.csv")
     assert [s.class_name for s in m] == ["COVID-19", "Normal", "Non-COVID"]

@@ -96,7 +96,9 @@ def _bomb_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -147,7 +149,9 @@ def test_dicom_monochrome1_is_inverted_and_windowed(tmp_path):
         ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
         ds.WindowCenter, ds.WindowWidth = 2048, 4096
         ds.PixelData = pixels.astype(np.uint16).tobytes()
-        ds.save_as(path, enforce_file_format=True) if int(pydicom.__version__[0]) >= 3 else ds.save_as(path, write_like_original=False)
+        ds.save_as(path, enforce_file_format=True) if int(pydicom.__version__[0]) >= 3 else ds.save_as(
+            path, write_like_original=False
+        )
         return path
 
     ramp = np.tile(np.linspace(0, 4000, 64), (64, 1))

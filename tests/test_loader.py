@@ -23,7 +23,9 @@ def make_cache(tmp_path, n: int = 10, size: int = 64) -> PackedCache:
         image, mask = synthetic_cxr(size, seed=k)
         cv2.imwrite(str(tmp_path / f"i{k}.png"), image)
         cv2.imwrite(str(tmp_path / f"m{k}.png"), mask * 255)
-        samples.append(Sample(str(tmp_path / f"i{k}.png"), k % 3, str(tmp_path / f"m{k}.png"), "Train" if k < 8 else "Val"))
+        samples.append(
+            Sample(str(tmp_path / f"i{k}.png"), k % 3, str(tmp_path / f"m{k}.png"), "Train" if k < 8 else "Val")
+        )
     prepare_cache(Manifest(samples), tmp_path / "cache", size=(size, size), progress=False)
     return PackedCache.open(tmp_path / "cache")
 

@@ -73,7 +73,9 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        train_segmenter([real_cache], tmp_path / "cut", TINY, tiny_train(), progress=False, on_epoch_end=crash_after_first_epoch)
+        train_segmenter(
+            [real_cache], tmp_path / "cut", TINY, tiny_train(), progress=False, on_epoch_end=crash_after_first_epoch
+        )
     assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == 0
     epochs_run = []
     resumed = train_segmenter([real_cache], tmp_path / "cut", resume=True, progress=False,
@@ -120,7 +122,10 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
         shutil.copy(p, folder / p.name)
     (folder / "corrupt (1).png").write_bytes(real[0].read_bytes()[:2000])  # cut off mid-file
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    result = CliRunner().invoke(app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--device", "cpu"],
+    )
     assert result.exit_code == 1, result.output
     assert "corrupt (1).png" in result.output and "2 images segmented" in result.output
     rows = (tmp_path / "out" / "segment.csv").read_text().splitlines()
@@ -128,7 +133,9 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
     for sub in ("masks", "overlays"):
         assert len(list((tmp_path / "out" / sub).glob("*.png"))) == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
-    inside = CliRunner().invoke(app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")])
+    inside = CliRunner().invoke(
+        app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")]
+    )
     assert inside.exit_code == 2
 
 

@@ -18,7 +18,9 @@ from .cache import PackedCache
 from .manifest import Manifest
 
 
-def default_albumentations(rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.06) -> Any:
+def default_albumentations(
+    rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.06
+) -> Any:
     """An albumentations pipeline equivalent to :class:`lungcls.data.augment.DeviceAugment`'s defaults."""
     import albumentations as A
 

@@ -85,7 +85,9 @@ class DeviceAugment:
             [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
         )
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        images = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+        images = F.grid_sample(
+            images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         if masks is not None:
             warped = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
             masks = warped.to(masks.dtype)

@@ -81,10 +81,14 @@ def prepare_cache(
     data_dir.mkdir(parents=True)
     rows, failed = [], []
     try:
-        with open(data_dir / "images.u8", "wb") as fi, open(data_dir / "masks.u8", "wb") as fm, open(
-            data_dir / "thumbs.u8", "wb"
-        ) as ft:
-            decoded = scan(manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare")
+        with (
+            open(data_dir / "images.u8", "wb") as fi,
+            open(data_dir / "masks.u8", "wb") as fm,
+            open(data_dir / "thumbs.u8", "wb") as ft,
+        ):
+            decoded = scan(
+                manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare"
+            )
             zeros = np.zeros(size, np.uint8)
             for i, s in enumerate(manifest):
                 if i in reuse:
@@ -272,7 +276,12 @@ def _reusable(out: Path, old: dict | None, manifest: Manifest, stats: list[list[
         if k is not None:
             r = old["samples"][k]
             mask = np.asarray(cache.masks[k]) if r["has_mask"] else None
-            reuse[i] = (np.asarray(cache.images[k]), mask, np.asarray(cache.thumbs[k]), _row(s, st, r["hash"], r["has_mask"], r["mask_status"]))
+            reuse[i] = (
+                np.asarray(cache.images[k]),
+                mask,
+                np.asarray(cache.thumbs[k]),
+                _row(s, st, r["hash"], r["has_mask"], r["mask_status"]),
+            )
     return reuse
 
 

@@ -77,7 +77,9 @@ def inspect_dataset(
             continue
         mask_status[r.mask_status] += 1
         if r.mask_status not in ("ok", "none"):
-            report.mask_problems.append({"image": s.image, "mask": s.mask or "", "problem": r.mask_status, "reason": r.mask_error or ""})
+            report.mask_problems.append(
+                {"image": s.image, "mask": s.mask or "", "problem": r.mask_status, "reason": r.mask_error or ""}
+            )
     report.masks = dict(mask_status)
     report.formats = dict(Counter(r.format for r in ok))
     report.modes = dict(Counter(r.mode for r in ok))
@@ -137,7 +139,9 @@ def format_report(report: InspectReport, max_list: int = 10) -> str:
     lines += ["", f"Unreadable images: {len(report.unreadable)}"]
     lines += [f"  {u['path']}: {u['reason']}" for u in report.unreadable[:max_list]]
     lines += ["", "Lung masks: " + (", ".join(f"{k} {v}" for k, v in sorted(report.masks.items())) or "none")]
-    lines += [f"  {p['problem']}: {p['mask'] or p['image']} {p['reason']}".rstrip() for p in report.mask_problems[:max_list]]
+    lines += [
+        f"  {p['problem']}: {p['mask'] or p['image']} {p['reason']}".rstrip() for p in report.mask_problems[:max_list]
+    ]
     if report.orphan_masks:
         lines.append(f"  masks without an image: {len(report.orphan_masks)}")
         lines += [f"    {p}" for p in report.orphan_masks[:max_list]]
@@ -145,18 +149,24 @@ def format_report(report: InspectReport, max_list: int = 10) -> str:
         lines.append(f"  non-image files ignored: {len(report.ignored_files)}")
     if report.sizes:
         h, w = report.sizes["height"], report.sizes["width"]
-        lines += ["", f"Native size: height {h['min']}-{h['max']} (median {h['median']:.0f}), "
-                      f"width {w['min']}-{w['max']} (median {w['median']:.0f})"]
+        lines += [
+            "",
+            f"Native size: height {h['min']}-{h['max']} (median {h['median']:.0f}), "
+            f"width {w['min']}-{w['max']} (median {w['median']:.0f})",
+        ]
         lines.append("  most common: " + ", ".join(f"{k} ({v})" for k, v in report.common_sizes.items()))
         lines.append("  formats: " + ", ".join(f"{k} {v}" for k, v in report.formats.items()))
         lines.append("  modes: " + ", ".join(f"{k} {v}" for k, v in report.modes.items()))
     n_within = sum(len(g["paths"]) for g in report.duplicates_within_split)
     n_across = sum(len(g["paths"]) for g in report.duplicates_across_splits)
-    lines += ["", f"Duplicate images: {report.duplicates_exact} groups with the same pixels, {report.duplicates_near} "
-                  "more of the same picture resampled or re-encoded (near duplicates)",
-              f"  {len(report.duplicates_within_split)} groups ({n_within} files) within a split, "
-              f"{len(report.duplicates_across_splits)} groups ({n_across} files) ACROSS splits; "
-              f"{report.duplicates_across_sources} groups span two sources"]
+    lines += [
+        "",
+        f"Duplicate images: {report.duplicates_exact} groups with the same pixels, {report.duplicates_near} "
+        "more of the same picture resampled or re-encoded (near duplicates)",
+        f"  {len(report.duplicates_within_split)} groups ({n_within} files) within a split, "
+        f"{len(report.duplicates_across_splits)} groups ({n_across} files) ACROSS splits; "
+        f"{report.duplicates_across_sources} groups span two sources",
+    ]
     for pair, n in sorted(report.duplicates_between_sources.items()):
         lines.append(f"  shared by {pair}: {n} pictures")
     for g in (report.duplicates_across_splits + report.duplicates_within_split)[:max_list]:

@@ -61,7 +61,10 @@ def make_split(
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
-    counts = {g: np.bincount([manifest.samples[i].label for i in idx], minlength=len(CLASS_NAMES)) for g, idx in members.items()}
+    counts = {
+        g: np.bincount([manifest.samples[i].label for i in idx], minlength=len(CLASS_NAMES))
+        for g, idx in members.items()
+    }
     total = sum(counts.values())
     target = fractions[:, None] * total[None, :]
     rng = np.random.default_rng(seed)

@@ -36,6 +36,11 @@ def open_training_data(
     """
     if len(paths) == 1 and is_cache(paths[0]):
         cache = PackedCache.open(paths[0])
+        if tuple(cache.size) != (size, size):
+            raise DataError(
+                f"{paths[0]}: the cache holds {cache.size[0]} px images, the model works at {size} px; "
+                f"use --image-size {cache.size[0]} or pass the dataset itself"
+            )
         if not {"Train", "Val"} <= {s.split for s in cache.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
         return cache

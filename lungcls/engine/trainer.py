@@ -26,7 +26,16 @@ import numpy as np
 import torch
 
 from ..atomic import write_json, write_text
-from ..checkpoint import load_model, load_weights, optimizer_tensors, read_json, restore_optimizer, save_model, save_weights, unwrap, write_config
+from ..checkpoint import (
+    load_weights,
+    optimizer_tensors,
+    read_json,
+    restore_optimizer,
+    save_model,
+    save_weights,
+    unwrap,
+    write_config,
+)
 from ..config import TrainConfig
 from ..errors import LungclsError
 from .device import autocast
@@ -132,7 +141,10 @@ def fit(
         if result.best_epoch < 0 or better(score, result.best_metric):
             result.best_epoch, result.best_metric, bad_epochs = epoch + 1, float(score), 0
             save_model(run_dir / "model.safetensors", model)
-            run_config["metrics"] = {"best_epoch": epoch + 1, **{k: v for k, v in record.items() if k.startswith("val_")}}
+            run_config["metrics"] = {
+                "best_epoch": epoch + 1,
+                **{k: v for k, v in record.items() if k.startswith("val_")},
+            }
             write_config(run_dir / "config.json", run_config)
         else:
             bad_epochs += 1
@@ -147,7 +159,9 @@ def fit(
     return result
 
 
-def _step(task: Task, batch: Any, generator: torch.Generator, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> float:
+def _step(
+    task: Task, batch: Any, generator: torch.Generator, optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> float:
     try:
         with autocast(task.device, cfg.amp):
             loss = task.training_loss(batch, generator)
@@ -166,7 +180,9 @@ def _step(task: Task, batch: Any, generator: torch.Generator, optimizer: torch.o
     return float(loss.detach())
 
 
-def _save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, result: FitResult, bad: int) -> None:
+def _save_last(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, result: FitResult, bad: int
+) -> None:
     tensors, groups = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in unwrap(model).state_dict().items()})
     save_weights(run_dir / "last.safetensors", tensors)
@@ -175,7 +191,9 @@ def _save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
     write_json(run_dir / "last.json", state)
 
 
-def _resume(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult) -> tuple[int, int]:
+def _resume(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult
+) -> tuple[int, int]:
     if not (run_dir / "last.json").is_file():
         raise LungclsError(f"{run_dir}: nothing to resume (no last.json); start without --resume")
     state = read_json(run_dir / "last.json")
@@ -211,4 +229,4 @@ def _log(progress: bool, record: dict, metric: str) -> None:
         print("  ".join(parts), file=sys.stderr)
 
 
-__all__ = ["FitResult", "Task", "fit", "learning_rate", "load_model", "seed_everything"]
+__all__ = ["FitResult", "Task", "fit", "learning_rate", "seed_everything"]

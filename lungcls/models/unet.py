@@ -17,9 +17,13 @@ def build_segmenter(cfg: SegmenterConfig) -> torch.nn.Module:
     import segmentation_models_pytorch as smp
 
     if len(cfg.decoder_channels) != cfg.encoder_depth:
-        raise ConfigError("decoder_channels", f"needs {cfg.encoder_depth} values (one per encoder stage), got {cfg.decoder_channels}")
+        raise ConfigError(
+            "decoder_channels", f"needs {cfg.encoder_depth} values (one per encoder stage), got {cfg.decoder_channels}"
+        )
     if cfg.image_size % (2**cfg.encoder_depth):
-        raise ConfigError("image_size", f"{cfg.image_size} is not a multiple of {2**cfg.encoder_depth} (2 ** encoder_depth)")
+        raise ConfigError(
+            "image_size", f"{cfg.image_size} is not a multiple of {2**cfg.encoder_depth} (2 ** encoder_depth)"
+        )
     try:
         return smp.Unet(
             encoder_name=cfg.encoder_name,

@@ -45,7 +45,9 @@ def evaluate_segmenter(segmenter: Segmenter, cache: PackedCache, rows: np.ndarra
         by_source[r["source"]].append(r)
     return {
         "summary": {m: summarize([r[m] for r in images]) for m in METRICS},
-        "by_source": {src: {m: summarize([r[m] for r in rs]) for m in METRICS} for src, rs in sorted(by_source.items())},
+        "by_source": {
+            src: {m: summarize([r[m] for r in rs]) for m in METRICS} for src, rs in sorted(by_source.items())
+        },
         "images": images,
     }
 

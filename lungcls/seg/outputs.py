@@ -15,9 +15,21 @@ from ..atomic import write_bytes, write_text
 from ..errors import ImageReadError
 from ..io import decode_image, resize_image
 from .postprocess import postprocess
-from .segmenter import SegmentResult, Segmenter, describe
+from .segmenter import Segmenter, SegmentResult, describe
 
-CSV_FIELDS = ["path", "name", "width", "height", "lung_fraction", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "flags", "error"]
+CSV_FIELDS = [
+    "path",
+    "name",
+    "width",
+    "height",
+    "lung_fraction",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
+    "flags",
+    "error",
+]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, max_side: int = 1024) -> np.ndarray:

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import PostprocessConfig, SegmenterConfig, TrainConfig, from_dict, to_dict
 from ..checkpoint import read_json
+from ..config import PostprocessConfig, SegmenterConfig, TrainConfig, from_dict, to_dict
 from ..data.augment import DeviceAugment
 from ..data.cache import PackedCache
 from ..data.loader import CacheLoader
@@ -47,7 +47,9 @@ def train_segmenter(
         model, train = from_dict(SegmenterConfig, saved["model"]), from_dict(TrainConfig, saved["train"])
         post = from_dict(PostprocessConfig, saved["postprocess"])
     model, train, post = model or SegmenterConfig(), train or TrainConfig(), post or PostprocessConfig()
-    cache = open_training_data(data, cache_dir or out / "cache", size=model.image_size, split_seed=train.seed, progress=progress)
+    cache = open_training_data(
+        data, cache_dir or out / "cache", size=model.image_size, split_seed=train.seed, progress=progress
+    )
     device = resolve_device(train.device)
     train_rows, val_rows = (cache.indices(s, with_mask=True) for s in ("Train", "Val"))
     if len(train_rows) == 0 or len(val_rows) == 0:
@@ -73,7 +75,17 @@ def train_segmenter(
         "environment": environment(),
     }
     log.info("training on %d images, validating on %d, device %s", len(train_rows), len(val_rows), device)
-    return fit(task, loaders[0], loaders[1], train, out, run_config, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    return fit(
+        task,
+        loaders[0],
+        loaders[1],
+        train,
+        out,
+        run_config,
+        resume=resume,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
 
 
 def _data_info(data: Sequence[str | Path], cache: PackedCache, n_train: int, n_val: int) -> dict:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One command for the figures that need a GPU (run it on a CUDA machine from the repo root):
+#   1. stage 1 default recipe (U-Net resnet34, 256 px, 40 epochs, bf16, device augmentation) trained on
+#      both ieee8023 sets with a patient-grouped split, then Dice/IoU/HD95 per set on the Test split;
+#   2. benchmarks/throughput.py (U-Net training and inference img/s beside a naive baseline);
+#   3. benchmarks/data_throughput.py (PNG DataLoader vs packed cache + device augmentation).
+# Usage: bash benchmarks/gpu_check.sh [DATA_ROOT] [OUT_DIR]
+#   DATA_ROOT defaults to $LUNGCLS_DATA, then ../shared/data; OUT_DIR to $OUT, then benchmarks/results/gpu.
+# Packages: uses an installed lungcls if importable; else wheels in .whl/ (offline machines), else pip install -e .
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-${LUNGCLS_DATA:-../shared/data}}
+OUT=${2:-${OUT:-benchmarks/results/gpu}}
+RUNS=${RUNS:-/tmp/lungcls-gpu-runs}
+mkdir -p "$OUT" "$RUNS"
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import lungcls, segmentation_models_pytorch, albumentations" 2>/dev/null || python3 -m pip install -q -e .
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, lungcls; print('torch', torch.__version__, 'lungcls', lungcls.__version__)" | tee -a "$OUT/gpu.txt"
+
+step() { echo; echo "== $*"; }
+step "stage 1 default recipe"
+start=$(date +%s)
+python3 -m lungcls train-seg "$DATA/ieee8023-radiologist100" "$DATA/ieee8023-v7labs427" \
+  --out "$RUNS/seg-default" --cache "$RUNS/cache-ieee-256" 2>&1 | grep -v "batch/s" | tee "$OUT/train_seg.log"
+echo "train-seg wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/train_seg.log"
+cp "$RUNS/seg-default/config.json" "$OUT/seg_default_config.json"
+cp "$RUNS/seg-default/history.csv" "$OUT/seg_default_history.csv"
+python3 -m lungcls evaluate-seg "$RUNS/cache-ieee-256" --model "$RUNS/seg-default" --split Test --out "$OUT" 2>&1 | grep -v "batch/s"
+
+step "throughput"
+python3 benchmarks/throughput.py --device cuda --images 2048 --batch-size 64 --epochs 3 --out "$OUT" 2>&1 | tail -12
+step "data throughput"
+python3 benchmarks/data_throughput.py --device cuda --out "$OUT" 2>&1 | tail -12
+ls -la "$OUT"

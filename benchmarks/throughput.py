@@ -1,0 +1,174 @@
+"""Images/s of lungcls's training and inference paths, each beside a naive baseline in the same run.
+
+lungcls path: packed uint8 cache -> device (resident) -> augmentation and normalisation on the
+device -> model in bf16 + channels_last on CUDA (fp32 on CPU) -> the shared engine ``fit``.
+Naive baseline: a DataLoader decoding the PNG files every epoch -> fp32 NCHW model -> a plain loop.
+Both train the same architecture on the same images with the same batch size.
+
+Stages: ``seg`` (smp U-Net, 256 px). Results go to benchmarks/results/throughput_<device>.{json,md}.
+
+    python benchmarks/throughput.py [--stages seg] [--images 512] [--epochs 3] [--batch-size 32] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import data_root, write_results  # noqa: E402
+
+from lungcls.config import SegmenterConfig, TrainConfig  # noqa: E402
+from lungcls.data import Manifest, PackedCache, open_dataset, prepare_cache  # noqa: E402
+from lungcls.data.albu import ImageDataset  # noqa: E402
+from lungcls.data.augment import DeviceAugment  # noqa: E402
+from lungcls.data.loader import CacheLoader  # noqa: E402
+from lungcls.engine.trainer import fit, seed_everything  # noqa: E402
+from lungcls.models import build_segmenter  # noqa: E402
+from lungcls.seg.segmenter import Segmenter  # noqa: E402
+from lungcls.seg.task import SegmentationTask  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def seg_train_lungcls(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.device, run: Path) -> dict:
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=str(device), compile=args.compile)
+    seed_everything(0)
+    task = SegmentationTask(build_segmenter(cfg), cfg, device, DeviceAugment(), channels_last=True)
+    if args.compile:
+        task.model = torch.compile(task.model)
+    loader = CacheLoader(cache, cache.indices(), args.batch_size, device, shuffle=True, drop_last=True)
+    reset_peak(device)
+    result = fit(task, loader, None, train, run, {"kind": "benchmark"}, progress=False)
+    rates = [r["train_img_s"] for r in result.history]
+    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+
+def seg_train_naive(manifest: Manifest, cfg: SegmenterConfig, args, device: torch.device) -> dict:
+    import segmentation_models_pytorch as smp
+
+    seed_everything(0)
+    model = build_segmenter(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    dice, bce = smp.losses.DiceLoss("binary"), torch.nn.BCEWithLogitsLoss()
+    data = ImageDataset(manifest, size=(cfg.image_size, cfg.image_size))
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    rates = []
+    reset_peak(device)
+    for _ in range(args.epochs):
+        sync(device)
+        t0, n = time.perf_counter(), 0
+        for batch in loader:
+            x = (batch["image"].to(device).float() / 255 - 0.5) / 0.25
+            y = batch["mask"].to(device).float()
+            logits = model(x)
+            loss = dice(logits, y) + bce(logits, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            n += x.shape[0]
+        sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+
+def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.device, naive: bool) -> dict:
+    seed_everything(0)
+    model = build_segmenter(cfg)
+    n = min(len(cache), args.images)
+    images = torch.from_numpy(cache.images[:n].copy())[:, None].to(device)
+    if naive:  # fp32, NCHW, no autocast
+        model = model.to(device).eval()
+
+        def run() -> None:
+            with torch.no_grad():
+                for chunk in images.split(args.batch_size):
+                    torch.sigmoid(model((chunk.float() / 255 - 0.5) / 0.25))
+    else:
+        segmenter = Segmenter(model, cfg, device=device, batch_size=args.batch_size * 4)
+
+        def run() -> None:
+            segmenter.probabilities(images)
+
+    run()  # warm-up
+    reset_peak(device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+        run()
+    sync(device)
+    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stages", nargs="+", default=["seg"], choices=["seg"])
+    p.add_argument("--data", nargs="*", type=Path, help="dataset roots (default: the two ieee8023 sets)")
+    p.add_argument("--images", type=int, default=512, help="images used (repeated if the data has fewer)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5, help="inference passes timed")
+    p.add_argument("--encoder", default="resnet34")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    roots = args.data or [data_root() / "ieee8023-radiologist100", data_root() / "ieee8023-v7labs427"]
+    manifest = open_dataset(roots).manifest
+    manifest = Manifest([s for s in manifest if s.mask][: args.images])
+    while len(manifest) < args.images:  # repeat small sets up to the requested count
+        manifest = Manifest((manifest.samples * 2)[: args.images])
+    cfg = SegmenterConfig(encoder_name=args.encoder, image_size=args.image_size)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_cache(manifest, Path(tmp) / "cache", size=(args.image_size, args.image_size), progress=False)
+        cache = PackedCache.open(Path(tmp) / "cache")
+        if "seg" in args.stages:
+            results["seg_train_lungcls"] = seg_train_lungcls(cache, cfg, args, device, Path(tmp) / "run")
+            results["seg_train_naive"] = seg_train_naive(manifest, cfg, args, device)
+            results["seg_infer_lungcls"] = seg_infer(cache, cfg, args, device, naive=False)
+            results["seg_infer_naive"] = seg_infer(cache, cfg, args, device, naive=True)
+    precision = "bf16 + channels_last" if device.type == "cuda" else "fp32 (CPU)"
+    rows = [("U-Net training", "seg_train"), ("U-Net inference", "seg_infer")]
+    table = (
+        "| measure | lungcls img/s | naive img/s | speedup | peak GPU MB (lungcls / naive) |\n|---|---|---|---|---|\n"
+    )
+    for label, key in rows:
+        a, b = results.get(f"{key}_lungcls"), results.get(f"{key}_naive")
+        if a is None:
+            continue
+        mem = f"{a['peak_gpu_mb']:.0f} / {b['peak_gpu_mb']:.0f}" if a["peak_gpu_mb"] is not None else "n/a (CPU)"
+        table += f"| {label}, {args.encoder}, {args.image_size} px | {a['img_s']:,.1f} | {b['img_s']:,.1f} | {a['img_s'] / b['img_s']:.2f}x | {mem} |\n"
+    table += (f"\nlungcls: packed cache on {device.type}, device augmentation, {precision}"
+              f"{', torch.compile' if args.compile else ''}; naive: PNG DataLoader ({args.workers} workers), fp32 NCHW. "
+              f"{len(manifest)} real CXRs, batch {args.batch_size}, best epoch of {args.epochs} (the first is warm-up).")  # fmt: skip
+    print(table)
+    write_results(f"throughput_{device.type}", {"settings": vars(args) | {"data": [str(r) for r in roots], "out": str(args.out)},
+                                                "results": results}, table, args.out)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
