@@ -43,6 +43,34 @@ class SegmenterConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """Stage 2: torchvision ResNet-50 (``arch``; ``resnet18`` for quick CPU runs), 1-channel stem, 3 classes,
+    and how its input is made.
+
+    Attributes:
+        image_size: classifier input side in pixels.
+        mean, std: normalisation of [0, 1] pixels (one channel; the ImageNet means/stds averaged).
+        mode: ``raw``, ``masked``, ``cropped`` or ``masked-cropped`` (see :mod:`lungcls.masking`).
+        margin: crop margin, a fraction of the lung box on each side.
+        mask_source: ``none`` (raw), ``gt`` (the dataset's masks) or ``predicted`` (a stage-1 run).
+        pretrained: started from ImageNet weights (RGB filters summed into the one channel).
+        working_size: size images are read at before crop-and-mask (the cache's size).
+    """
+
+    arch: str = "resnet50"
+    num_classes: int = 3
+    class_names: list[str] = field(default_factory=lambda: ["COVID-19", "Non-COVID", "Normal"])
+    image_size: int = 224
+    mean: float = 0.449
+    std: float = 0.226
+    mode: str = "raw"
+    margin: float = 0.1
+    mask_source: str = "none"
+    pretrained: bool = False
+    working_size: int = 256
+
+
+@dataclass
 class PostprocessConfig:
     """Stage 1 post-processing, each step optional.
 
@@ -91,6 +119,8 @@ class TrainConfig:
         compile: ``torch.compile`` the model.
         device: ``auto`` (CUDA when available), ``cuda``, ``cuda:1``, ``cpu``.
         placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
+        label_smoothing: cross-entropy label smoothing (classification only).
+        class_weighting: weight cross-entropy by inverse class frequency of Train (classification only).
     """
 
     epochs: int = 40
@@ -107,6 +137,8 @@ class TrainConfig:
     compile: bool = False
     device: str = "auto"
     placement: str = "auto"
+    label_smoothing: float = 0.0
+    class_weighting: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

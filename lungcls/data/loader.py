@@ -51,6 +51,8 @@ class CacheLoader:
         drop_last: drop the last incomplete batch.
         with_masks: also serve masks.
         placement: ``"auto"`` (GPU-resident when it fits), ``"device"`` or ``"host"``.
+        masks: serve these uint8 (N, H, W) masks (aligned with the cache's rows, e.g. predicted
+            by stage 1) instead of the cache's own.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class CacheLoader:
         with_masks: bool = True,
         seed: int = 0,
         placement: str = "auto",
+        masks: np.ndarray | None = None,
     ) -> None:
         if placement not in ("auto", "device", "host"):
             raise ValueError(f"placement must be 'auto', 'device' or 'host', not {placement!r}")
@@ -74,7 +77,8 @@ class CacheLoader:
         self.rows = torch.from_numpy(rows)
         # one read of the memory-map per row; (n, 1, H, W) uint8
         self.images = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))[:, None]
-        self.masks = torch.from_numpy(np.ascontiguousarray(cache.masks[rows]))[:, None] if with_masks else None
+        source = cache.masks if masks is None else masks
+        self.masks = torch.from_numpy(np.ascontiguousarray(source[rows]))[:, None] if with_masks else None
         self.labels = torch.from_numpy(cache.labels[rows])
         self.has_mask = torch.from_numpy(cache.has_mask[rows])
         self.resident = self.device.type != "cuda" or self._fits(placement)

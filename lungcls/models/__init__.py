@@ -6,9 +6,14 @@ from collections.abc import Callable
 
 import torch
 
+from .resnet import build_classifier
 from .unet import build_segmenter
 
-BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {"unet": build_segmenter}
+BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {
+    "unet": build_segmenter,
+    "resnet50": build_classifier,
+    "resnet18": build_classifier,
+}
 
 
 def build_model(config) -> torch.nn.Module:
@@ -24,4 +29,4 @@ def build_model(config) -> torch.nn.Module:
     return builder(config)
 
 
-__all__ = ["BUILDERS", "build_model", "build_segmenter"]
+__all__ = ["BUILDERS", "build_classifier", "build_model", "build_segmenter"]

@@ -1,0 +1,178 @@
+"""Stage 2: crop-and-mask pixels, the 1-channel stem, metrics against a hand count, and the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet18
+from typer.testing import CliRunner
+
+from lungcls.cli import app
+from lungcls.cls.report import classification_report, format_markdown
+from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
+from lungcls.data import discover, make_split, prepare_cache
+from lungcls.masking import crop_and_mask, lung_boxes
+from lungcls.models.resnet import gray_stem
+from lungcls.seg.train import train_segmenter
+
+
+def ramp(h: int = 64, w: int = 64) -> torch.Tensor:
+    """uint8 (1, 1, H, W) with value 2*x + y, so every pixel is identifiable."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return (2 * x + y).to(torch.uint8)[None, None]
+
+
+def planted_mask() -> torch.Tensor:
+    m = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
+    m[..., 16:48, 8:24] = 1  # left lung: rows 16-47, columns 8-23
+    m[..., 20:44, 40:56] = 1  # right lung: rows 20-43, columns 40-55
+    return m
+
+
+def test_each_mode_yields_the_documented_pixels():
+    image, mask = ramp(), planted_mask()
+    raw, _ = crop_and_mask(image, mask, "raw", 64)
+    assert torch.equal(raw * 255, image.float())  # the whole CXR, untouched at the same size
+    masked, _ = crop_and_mask(image, mask, "masked", 64)
+    assert torch.equal(masked * 255, (image * mask).float())  # zero outside the lungs, same field of view
+    boxes, empty = lung_boxes(mask, margin=0.0)
+    assert boxes.tolist() == [[8.0, 16.0, 56.0, 48.0]] and not empty.any()
+    cropped, _ = crop_and_mask(image, mask, "cropped", 32, margin=0.0)  # box 48 x 32 px -> 32 x 32
+    expected = torch.nn.functional.interpolate(
+        image[..., 16:48, 8:56].float(), size=(32, 32), mode="bilinear", align_corners=False
+    )
+    assert (cropped * 255 - expected).abs().max() < 1.0  # bilinear resampling of exactly the lung box
+    both, _ = crop_and_mask(image, mask, "masked-cropped", 32, margin=0.0)
+    assert both[0, 0, :, 12:20].max() == 0  # the gap between the lungs (columns 24-39 of 8-55) stays black
+    assert both.max() > 0
+    wide, _ = lung_boxes(mask, margin=0.25)
+    assert wide.tolist() == [[0.0, 8.0, 64.0, 56.0]]  # grown by 25% of 48 x 32 on each side, clipped to the image
+
+
+def test_empty_mask_falls_back_to_raw_and_is_flagged():
+    images = torch.cat([ramp(), ramp()])
+    masks = torch.cat([planted_mask(), torch.zeros(1, 1, 64, 64, dtype=torch.uint8)])
+    for size in (64, 48):
+        raw, _ = crop_and_mask(images, masks, "raw", size)
+        for mode in ("masked", "cropped", "masked-cropped"):
+            out, empty = crop_and_mask(images, masks, mode, size)
+            assert empty.tolist() == [False, True]
+            assert torch.equal(out[1], raw[1]), (mode, size)
+    with pytest.raises(ValueError, match="expected one of raw, masked, cropped, masked-cropped"):
+        crop_and_mask(images, masks, "lungs-only", 64)
+
+
+def test_one_channel_stem_from_summed_rgb_filters_matches_the_rgb_model_on_gray():
+    torch.manual_seed(0)
+    rgb = resnet18(num_classes=3).eval()
+    gray = resnet18(num_classes=3).eval()
+    gray.load_state_dict(rgb.state_dict())
+    gray.conv1 = gray_stem(rgb.conv1)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(gray(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_metrics_agree_with_a_hand_computed_confusion_matrix():
+    # true \ predicted: COVID [3, 1, 0], Non-COVID [1, 2, 1], Normal [0, 0, 4]
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    preds = torch.tensor([0, 0, 0, 1, 0, 1, 1, 2, 2, 2, 2, 2])
+    probs = torch.nn.functional.one_hot(preds, 3).float() * 0.8 + 0.2 / 3
+    r = classification_report(probs, labels, ["COVID-19", "Non-COVID", "Normal"], n_boot=50)
+    assert r["confusion"] == [[3, 1, 0], [1, 2, 1], [0, 0, 4]]
+    assert r["accuracy"] == pytest.approx(9 / 12)
+    covid, non, normal = (r["per_class"][n] for n in ("COVID-19", "Non-COVID", "Normal"))
+    assert (covid["precision"], covid["recall"], covid["support"]) == (pytest.approx(3 / 4), pytest.approx(3 / 4), 4)
+    assert non["precision"] == pytest.approx(2 / 3) and non["recall"] == pytest.approx(2 / 4)
+    assert normal["precision"] == pytest.approx(4 / 5) and normal["recall"] == pytest.approx(1.0)
+    assert covid["specificity"] == pytest.approx(7 / 8)  # 8 non-COVID images, 1 called COVID
+    f1 = [2 * p * q / (p + q) for p, q in ((3 / 4, 3 / 4), (2 / 3, 1 / 2), (4 / 5, 1.0))]
+    assert r["macro_avg"]["f1"] == pytest.approx(sum(f1) / 3)
+    assert r["weighted_avg"]["f1"] == pytest.approx(sum(f1) / 3)  # equal supports
+    lo, hi = r["ci95"]["accuracy"]
+    assert lo <= r["accuracy"] <= hi
+    table = format_markdown(r)
+    assert "| accuracy | | | 0.75 | 12 |" in table and "| macro avg |" in table and "| weighted avg |" in table
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, shared_data):
+    """A 1-epoch segmenter and a 1-epoch masked ResNet-18 on 60 real CXRs of three classes at 32 px."""
+    root = tmp_path_factory.mktemp("cls")
+    manifest = discover(shared_data / "ieee8023-radiologist100").manifest + discover(shared_data / "nih-cxr8").manifest
+    by_class = {0: [], 1: [], 2: []}
+    for s in manifest:
+        if len(by_class[s.label]) < 20:
+            by_class[s.label].append(s)
+    manifest.samples = [s for v in by_class.values() for s in v]
+    prepare_cache(
+        make_split(manifest, val=0.25, test=0.25, seed=0), root / "cache", size=(64, 64), workers=0, progress=False
+    )
+    seg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=64)
+    train_segmenter([root / "cache"], root / "seg", seg, TrainConfig(epochs=1, batch_size=8), progress=False)
+    result = CliRunner().invoke(app, [
+        "train-cls", str(root / "cache"), "--out", str(root / "cls"), "--mode", "masked-cropped", "--seg-model", str(root / "seg"),
+        "--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_train_cls_writes_the_reference_table_and_figures(tiny_runs):
+    run = tiny_runs / "cls"
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "eval_val.json",
+        "eval_test.md",
+        "confusion_test.png",
+        "history.csv",
+    ):
+        assert (run / name).is_file(), name
+    text = (run / "eval_test.md").read_text()
+    for row in (
+        "| COVID-19 |",
+        "| Non-COVID |",
+        "| Normal |",
+        "| accuracy |",
+        "| macro avg |",
+        "| weighted avg |",
+        "AUROC",
+    ):
+        assert row in text
+    result = CliRunner().invoke(app, ["evaluate-cls", str(tiny_runs / "cache"), "--model", str(run), "--split", "Test",
+                                      "--out", str(tiny_runs / "ev"), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| weighted avg |" in result.output and (tiny_runs / "ev" / "confusion_test.png").is_file()
+
+
+def test_classify_a_folder_with_one_corrupt_file(tiny_runs, radiologist100, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    real = sorted((radiologist100 / "Lung Segmentation Data" / "All" / "COVID-19" / "images").iterdir())[:3]
+    for p in real:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(real[0].read_bytes()[:1500])
+    out = tmp_path / "classify.csv"
+    result = CliRunner().invoke(
+        app, ["classify", str(folder), "--model", str(tiny_runs / "cls"), "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code == 1 and "broken.png" in result.output and "3 images classified" in result.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,flags,error"
+    good = [line for line in lines[1:] if "broken" not in line]
+    assert len(good) == 3 and all(line.split(",")[1] in ("COVID-19", "Non-COVID", "Normal") for line in good)
+    probs = [sum(float(v) for v in line.split(",")[2:5]) for line in good]
+    assert all(abs(p - 1) < 1e-3 for p in probs)
+    assert "truncated or corrupt" in next(line for line in lines if "broken" in line)
+
+
+def test_masked_modes_need_masks():
+    from lungcls import DataError
+    from lungcls.cls.train import train_classifier
+
+    with pytest.raises(DataError, match="needs a stage-1 run"):
+        train_classifier([Path("nowhere")], Path("unused"), ClassifierConfig(mode="masked", mask_source="predicted"))
