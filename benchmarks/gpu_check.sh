@@ -2,9 +2,13 @@
 # One command for the figures that need a GPU (run it on a CUDA machine from the repo root):
 #   1. stage 1 default recipe (U-Net resnet34, 256 px, 40 epochs, bf16, device augmentation) trained on
 #      both ieee8023 sets with a patient-grouped split, then Dice/IoU/HD95 per set on the Test split;
-#   2. benchmarks/throughput.py (U-Net training and inference img/s beside a naive baseline);
-#   3. benchmarks/data_throughput.py (PNG DataLoader vs packed cache + device augmentation).
+#   2. stage 2 default recipe (ResNet-50, 224 px, 80 epochs, bf16) on the four PNG sets, raw and masked
+#      (stage-1 predicted masks), patient-grouped split; the reference table on Test, per source set too;
+#   3. benchmarks/throughput.py (U-Net and ResNet-50 training and inference img/s beside a naive baseline);
+#   4. benchmarks/data_throughput.py (PNG DataLoader vs packed cache + device augmentation).
 # Usage: bash benchmarks/gpu_check.sh [DATA_ROOT] [OUT_DIR]
+# Through the device tool (at most 8 files come back): copy the four PNG sets into .gpu_data/ (git-ignored),
+#   carry it, and run: bash benchmarks/gpu_check.sh .gpu_data /tmp/gpu; tar czf $OUT/gpu.tgz -C /tmp gpu
 #   DATA_ROOT defaults to $LUNGCLS_DATA, then ../shared/data; OUT_DIR to $OUT, then benchmarks/results/gpu.
 # Packages: uses an installed lungcls if importable; else wheels in .whl/ (offline machines), else pip install -e .
 set -euo pipefail
@@ -31,6 +35,18 @@ echo "train-seg wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/train_se
 cp "$RUNS/seg-default/config.json" "$OUT/seg_default_config.json"
 cp "$RUNS/seg-default/history.csv" "$OUT/seg_default_history.csv"
 python3 -m lungcls evaluate-seg "$RUNS/cache-ieee-256" --model "$RUNS/seg-default" --split Test --out "$OUT" 2>&1 | grep -v "batch/s"
+
+step "stage 2 default recipe, raw and masked"
+SETS="$DATA/ieee8023-radiologist100 $DATA/ieee8023-v7labs427 $DATA/nih-cxr8 $DATA/covid19-radiography"
+for mode in raw masked; do
+  extra=""; [ "$mode" = raw ] || extra="--seg-model $RUNS/seg-default"
+  start=$(date +%s)
+  python3 -m lungcls train-cls $SETS --out "$RUNS/cls-$mode" --mode $mode $extra --cache "$RUNS/cache-cls-256" 2>&1 \
+    | grep -v "batch/s" | tail -40 | tee "$OUT/train_cls_$mode.log"
+  echo "train-cls $mode wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/train_cls_$mode.log"
+  cp "$RUNS/cls-$mode/eval_test.json" "$OUT/cls_${mode}_eval_test.json"
+  cp "$RUNS/cls-$mode/eval_test.md" "$OUT/cls_${mode}_eval_test.md"
+done
 
 step "throughput"
 python3 benchmarks/throughput.py --device cuda --images 2048 --batch-size 64 --epochs 3 --out "$OUT" 2>&1 | tail -12

@@ -5,9 +5,10 @@ device -> model in bf16 + channels_last on CUDA (fp32 on CPU) -> the shared engi
 Naive baseline: a DataLoader decoding the PNG files every epoch -> fp32 NCHW model -> a plain loop.
 Both train the same architecture on the same images with the same batch size.
 
-Stages: ``seg`` (smp U-Net, 256 px). Results go to benchmarks/results/throughput_<device>.{json,md}.
+Stages: ``seg`` (smp U-Net, 256 px) and ``cls`` (ResNet-50, raw mode, 224 px input from 256 px images).
+Results go to benchmarks/results/throughput_<device>.{json,md}.
 
-    python benchmarks/throughput.py [--stages seg] [--images 512] [--epochs 3] [--batch-size 32] [--device cuda]
+    python benchmarks/throughput.py [--stages seg cls] [--images 512] [--epochs 3] [--batch-size 32] [--device cuda]
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, write_results  # noqa: E402
 
-from lungcls.config import SegmenterConfig, TrainConfig  # noqa: E402
+from lungcls.cls.task import ClassificationTask  # noqa: E402
+from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig  # noqa: E402
 from lungcls.data import Manifest, PackedCache, open_dataset, prepare_cache  # noqa: E402
 from lungcls.data.albu import ImageDataset  # noqa: E402
 from lungcls.data.augment import DeviceAugment  # noqa: E402
 from lungcls.data.loader import CacheLoader  # noqa: E402
 from lungcls.engine.trainer import fit, seed_everything  # noqa: E402
-from lungcls.models import build_segmenter  # noqa: E402
+from lungcls.models import build_classifier, build_segmenter  # noqa: E402
 from lungcls.seg.segmenter import Segmenter  # noqa: E402
 from lungcls.seg.task import SegmentationTask  # noqa: E402
 
@@ -120,13 +122,92 @@ def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.devi
     return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
 
 
+def cls_train_lungcls(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.device, run: Path) -> dict:
+    train = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.cls_batch_size,
+        device=str(device),
+        compile=args.compile,
+        label_smoothing=0.1,
+    )
+    seed_everything(0)
+    task = ClassificationTask(
+        build_classifier(cfg), cfg, device, DeviceAugment(), channels_last=True, label_smoothing=0.1
+    )
+    if args.compile:
+        task.model = torch.compile(task.model)
+    loader = CacheLoader(
+        cache, cache.indices(), args.cls_batch_size, device, shuffle=True, drop_last=True, with_masks=False
+    )
+    reset_peak(device)
+    result = fit(task, loader, None, train, run, {"kind": "benchmark"}, progress=False)
+    rates = [r["train_img_s"] for r in result.history]
+    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+
+def cls_train_naive(manifest: Manifest, cfg: ClassifierConfig, args, device: torch.device) -> dict:
+    seed_everything(0)
+    model = build_classifier(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    data = ImageDataset(manifest, size=(cfg.image_size, cfg.image_size))  # decoded and resized to 224 by the workers
+    loader = DataLoader(data, batch_size=args.cls_batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    rates = []
+    reset_peak(device)
+    for _ in range(args.epochs):
+        sync(device)
+        t0, n = time.perf_counter(), 0
+        for batch in loader:
+            x = (batch["image"].to(device).float() / 255 - cfg.mean) / cfg.std
+            loss = torch.nn.functional.cross_entropy(model(x), batch["label"].to(device), label_smoothing=0.1)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            n += x.shape[0]
+        sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+
+def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.device, naive: bool) -> dict:
+    from lungcls.cls.classifier import Classifier
+
+    seed_everything(0)
+    n = min(len(cache), args.images)
+    images = torch.from_numpy(cache.images[:n].copy())[:, None].to(device)
+    if naive:  # fp32 NCHW on images already at 224 px (the resize is not charged to the baseline)
+        model = build_classifier(cfg).to(device).eval()
+        small = torch.nn.functional.interpolate(images.float(), size=(cfg.image_size, cfg.image_size), mode="bilinear")
+
+        def run() -> None:
+            with torch.no_grad():
+                for chunk in small.split(args.cls_batch_size):
+                    torch.softmax(model((chunk / 255 - cfg.mean) / cfg.std), dim=1)
+    else:
+        clf = Classifier(build_classifier(cfg), cfg, device=device, batch_size=args.cls_batch_size * 4)
+
+        def run() -> None:
+            clf.probabilities(images)
+
+    run()
+    reset_peak(device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+        run()
+    sync(device)
+    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stages", nargs="+", default=["seg"], choices=["seg"])
+    p.add_argument("--stages", nargs="+", default=["seg", "cls"], choices=["seg", "cls"])
     p.add_argument("--data", nargs="*", type=Path, help="dataset roots (default: the two ieee8023 sets)")
     p.add_argument("--images", type=int, default=512, help="images used (repeated if the data has fewer)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cls-batch-size", type=int, default=64)
+    p.add_argument("--cls-arch", default="resnet50")
     p.add_argument("--repeats", type=int, default=5, help="inference passes timed")
     p.add_argument("--encoder", default="resnet34")
     p.add_argument("--image-size", type=int, default=256)
@@ -151,8 +232,19 @@ def main() -> None:
             results["seg_train_naive"] = seg_train_naive(manifest, cfg, args, device)
             results["seg_infer_lungcls"] = seg_infer(cache, cfg, args, device, naive=False)
             results["seg_infer_naive"] = seg_infer(cache, cfg, args, device, naive=True)
+        if "cls" in args.stages:
+            ccfg = ClassifierConfig(arch=args.cls_arch)
+            results["cls_train_lungcls"] = cls_train_lungcls(cache, ccfg, args, device, Path(tmp) / "cls")
+            results["cls_train_naive"] = cls_train_naive(manifest, ccfg, args, device)
+            results["cls_infer_lungcls"] = cls_infer(cache, ccfg, args, device, naive=False)
+            results["cls_infer_naive"] = cls_infer(cache, ccfg, args, device, naive=True)
     precision = "bf16 + channels_last" if device.type == "cuda" else "fp32 (CPU)"
-    rows = [("U-Net training", "seg_train"), ("U-Net inference", "seg_infer")]
+    rows = [
+        (f"U-Net training, {args.encoder}, {args.image_size} px", "seg_train"),
+        (f"U-Net inference, {args.encoder}, {args.image_size} px", "seg_infer"),
+        (f"{args.cls_arch} training, 224 px", "cls_train"),
+        (f"{args.cls_arch} inference, 224 px", "cls_infer"),
+    ]
     table = (
         "| measure | lungcls img/s | naive img/s | speedup | peak GPU MB (lungcls / naive) |\n|---|---|---|---|---|\n"
     )
@@ -161,10 +253,11 @@ def main() -> None:
         if a is None:
             continue
         mem = f"{a['peak_gpu_mb']:.0f} / {b['peak_gpu_mb']:.0f}" if a["peak_gpu_mb"] is not None else "n/a (CPU)"
-        table += f"| {label}, {args.encoder}, {args.image_size} px | {a['img_s']:,.1f} | {b['img_s']:,.1f} | {a['img_s'] / b['img_s']:.2f}x | {mem} |\n"
+        table += f"| {label} | {a['img_s']:,.1f} | {b['img_s']:,.1f} | {a['img_s'] / b['img_s']:.2f}x | {mem} |\n"
     table += (f"\nlungcls: packed cache on {device.type}, device augmentation, {precision}"
               f"{', torch.compile' if args.compile else ''}; naive: PNG DataLoader ({args.workers} workers), fp32 NCHW. "
-              f"{len(manifest)} real CXRs, batch {args.batch_size}, best epoch of {args.epochs} (the first is warm-up).")  # fmt: skip
+              f"{len(manifest)} real CXRs, batch {args.batch_size} (U-Net) / {args.cls_batch_size} (classifier), "
+              f"best epoch of {args.epochs} (the first is warm-up).")  # fmt: skip
     print(table)
     write_results(f"throughput_{device.type}", {"settings": vars(args) | {"data": [str(r) for r in roots], "out": str(args.out)},
                                                 "results": results}, table, args.out)  # fmt: skip

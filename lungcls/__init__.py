@@ -7,4 +7,13 @@ from .errors import CheckpointError, ConfigError, DataError, ImageReadError, Lun
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ImageReadError", "LungclsError", "__version__"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "ImageReadError", "LungclsError", "Pipeline", "__version__"]
+
+
+def __getattr__(name: str):
+    # Pipeline pulls in torch and the models; import it only when asked for
+    if name == "Pipeline":
+        from .pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'lungcls' has no attribute {name!r}")

@@ -176,3 +176,20 @@ def test_masked_modes_need_masks():
 
     with pytest.raises(DataError, match="needs a stage-1 run"):
         train_classifier([Path("nowhere")], Path("unused"), ClassifierConfig(mode="masked", mask_source="predicted"))
+
+
+def test_imagenet_style_weights_file_is_loaded_and_its_stem_summed(tmp_path):
+    from safetensors.torch import save_file
+
+    from lungcls import CheckpointError
+    from lungcls.models import build_classifier
+
+    torch.manual_seed(1)
+    source = resnet18()  # stands in for downloaded ImageNet weights (3-channel stem, 1000 classes)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "imagenet.safetensors")
+    model = build_classifier(ClassifierConfig(arch="resnet18"), weights_file=tmp_path / "imagenet.safetensors")
+    assert model.conv1.weight.shape[1] == 1 and model.fc.out_features == 3
+    assert torch.allclose(model.conv1.weight, source.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        build_classifier(ClassifierConfig(arch="resnet18"), weights_file=tmp_path / "missing.safetensors")

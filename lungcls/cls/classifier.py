@@ -30,6 +30,7 @@ class Classifier:
         self.cfg, self.amp, self.batch_size, self.seg_model = cfg, amp, batch_size, seg_model
         self.task = ClassificationTask(model.eval(), cfg, self.device)
         self.model = self.task.model
+        self.run: Path | None = None  # the run folder it was loaded from
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:
@@ -40,7 +41,9 @@ class Classifier:
             raise CheckpointError(f"{run}: not a classification run (kind {config.get('kind')!r})")
         cfg = from_dict(ClassifierConfig, config["model"])
         model = load_model(run / "model.safetensors", build_classifier(cfg))
-        return cls(model, cfg, device, seg_model=config.get("seg_model"), **kwargs)
+        obj = cls(model, cfg, device, seg_model=config.get("seg_model"), **kwargs)
+        obj.run = run
+        return obj
 
     @property
     def needs_masks(self) -> bool:

@@ -26,8 +26,8 @@ def open_training_data(
 ) -> PackedCache:
     """A packed cache with Train and Val splits for ``paths``.
 
-    ``paths`` may be one prepared cache (used as is), or dataset roots / CSV manifests, which are
-    cached into ``cache_dir`` (reused when unchanged). Data without Train and Val splits (such as
+    ``paths`` may be one prepared cache (used as is, whatever its size), or dataset roots / CSV
+    manifests, which are cached at ``size`` into ``cache_dir`` (reused when unchanged). Data without Train and Val splits (such as
     the shared sets, split ``All``) is split here: seeded, class-stratified, patient-grouped,
     duplicates kept on one side.
 

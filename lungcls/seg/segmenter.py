@@ -44,6 +44,7 @@ class Segmenter:
         self.cfg, self.post, self.amp, self.batch_size = cfg, post or PostprocessConfig(), amp, batch_size
         self.format = memory_format(self.device)
         self.model = model.to(self.device, memory_format=self.format).eval()
+        self.run: Path | None = None  # the run folder it was loaded from
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Segmenter:
@@ -55,7 +56,9 @@ class Segmenter:
         cfg = from_dict(SegmenterConfig, config["model"])
         post = from_dict(PostprocessConfig, config.get("postprocess", {}))
         model = load_model(run / "model.safetensors", build_segmenter(cfg))
-        return cls(model, cfg, post, device, **kwargs)
+        obj = cls(model, cfg, post, device, **kwargs)
+        obj.run = run
+        return obj
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..config import SegmenterConfig
 from ..data.augment import DeviceAugment, normalize, to_unit
@@ -43,20 +44,29 @@ class SegmentationTask:
         target = masks.float()
         return self.dice_loss(logits, target) + self.bce_loss(logits, target)
 
+    def at_model_size(self, x01: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resize a batch to the model's working size (area for images, nearest for masks) if it differs."""
+        s = self.cfg.image_size
+        if x01.shape[-2:] == (s, s):
+            return x01, masks
+        x = F.interpolate(x01, size=(s, s), mode="area" if x01.shape[-1] > s else "bilinear")
+        return x, F.interpolate(masks.float(), size=(s, s), mode="nearest").to(masks.dtype)
+
     def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        x, masks = to_unit(batch.images), batch.masks
+        x, masks = self.at_model_size(to_unit(batch.images), batch.masks)
         if self.augment is not None:
             x, masks = self.augment(x, masks, generator)
         return self.loss(self.logits(x), masks)
 
     def evaluate(self, loader: Any) -> dict[str, float]:
-        """Mean loss, Dice, IoU and pixel accuracy over ``loader`` (raw threshold 0.5, no post-processing)."""
+        """Mean loss, Dice, IoU and pixel accuracy over ``loader`` at the model's size (threshold 0.5, no post-processing)."""
         total, n, scores = 0.0, 0, {"dice": [], "iou": [], "pixel_accuracy": []}
         for batch in loader:
-            logits = self.logits(to_unit(batch.images))
-            total += float(self.loss(logits, batch.masks)) * len(batch)
+            x, masks = self.at_model_size(to_unit(batch.images), batch.masks)
+            logits = self.logits(x)
+            total += float(self.loss(logits, masks)) * len(batch)
             n += len(batch)
-            for k, v in mask_scores((logits > 0).long(), batch.masks).items():
+            for k, v in mask_scores((logits > 0).long(), masks).items():
                 scores[k].append(v.cpu())
         out = {k: float(torch.cat(v).mean()) for k, v in scores.items()}
         return {"loss": total / max(n, 1), **out}

@@ -1,0 +1,223 @@
+"""``Pipeline``: stage 1 (lung U-Net) and stage 2 (crop-and-mask + ResNet) as one object.
+
+    from lungcls import Pipeline
+    pipe = Pipeline.load("bundle/")
+    for r in pipe.predict(["a.png", "b.png"]):
+        print(r.label, r.probs, r.lung_fraction, r.flags)
+
+A bundle folder holds ``pipeline.json`` (working size, mode, class names, versions),
+``segmenter/`` and ``classifier/`` (each ``config.json`` + ``model.safetensors``) and a generated
+``MODEL_CARD.md``. Research use only: not a diagnostic device.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .atomic import write_json, write_text
+from .checkpoint import read_json
+from .cls.classifier import Classifier
+from .errors import CheckpointError, LungclsError
+from .io import read_image, resize_image
+from .seg.segmenter import Segmenter
+
+ImageLike = str | Path | np.ndarray | torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """One image's result.
+
+    Attributes:
+        label: predicted class name; probs: {class name: probability}.
+        mask: uint8 (S, S) lung mask in {0, 1} at the working size (None without a segmenter).
+        box: lung bounding box (x0, y0, x1, y1) at the working size, or None.
+        lung_fraction: share of the image that is lung.
+        flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``.
+    """
+
+    label: str
+    probs: dict[str, float]
+    mask: np.ndarray | None
+    box: tuple[int, int, int, int] | None
+    lung_fraction: float
+    flags: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Segment, crop-and-mask and classify CXRs in batches on the pipeline's device.
+
+    Args:
+        segmenter: a stage-1 :class:`Segmenter` (may be None for a ``raw`` classifier).
+        classifier: a stage-2 :class:`Classifier`; its config fixes the mode and working size.
+    """
+
+    def __init__(self, segmenter: Segmenter | None, classifier: Classifier) -> None:
+        if classifier.needs_masks and segmenter is None:
+            raise LungclsError(f"a {classifier.cfg.mode!r} classifier needs a segmenter")
+        self.segmenter, self.classifier = segmenter, classifier
+        self.size = classifier.cfg.working_size
+
+    @property
+    def mode(self) -> str:
+        """The classifier's input mode."""
+        return self.classifier.cfg.mode
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, in the order of the probabilities."""
+        return list(self.classifier.cfg.class_names)
+
+    # -- loading and saving -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int = 64) -> Pipeline:
+        """Load a bundle (from :meth:`save`), or a ``train-cls`` run (its stage-1 run is found from its config)."""
+        path = Path(path)
+        if (path / "pipeline.json").is_file():
+            meta = read_json(path / "pipeline.json")
+            seg = Segmenter.load(path / "segmenter", device, batch_size=batch_size) if meta.get("segmenter") else None
+            return cls(seg, Classifier.load(path / "classifier", device, batch_size=batch_size))
+        if (path / "config.json").is_file() and read_json(path / "config.json").get("kind") == "classifier":
+            clf = Classifier.load(path, device, batch_size=batch_size)
+            seg = Segmenter.load(clf.seg_model, device, batch_size=batch_size) if clf.seg_model else None
+            return cls(seg, clf)
+        raise CheckpointError(f"{path}: neither a lungcls bundle (pipeline.json) nor a train-cls run")
+
+    def save(self, path: str | Path, runs: dict[str, str | Path] | None = None, metrics: dict | None = None) -> Path:
+        """Write a bundle folder: both stages' weights and configs, ``pipeline.json`` and ``MODEL_CARD.md``.
+
+        Args:
+            runs: the run folders the stages came from (``segmenter``, ``classifier``), whose
+                ``config.json`` and ``model.safetensors`` are copied; default: the loaded ones.
+            metrics: evaluation figures to quote in the model card.
+        """
+        path = Path(path)
+        runs = dict(runs or {})
+        for stage, obj in (("segmenter", self.segmenter), ("classifier", self.classifier)):
+            if obj is None:
+                continue
+            source = runs.get(stage) or obj.run
+            if source is None or not (Path(source) / "model.safetensors").is_file():
+                raise CheckpointError(f"no run folder known for the {stage}; pass runs={{'{stage}': RUN}}")
+            (path / stage).mkdir(parents=True, exist_ok=True)
+            for name in ("config.json", "model.safetensors"):
+                tmp = path / stage / f".{name}.tmp"
+                shutil.copyfile(Path(source) / name, tmp)
+                tmp.replace(path / stage / name)
+        meta = {
+            "format": "lungcls-bundle/1",
+            "lungcls": __version__,
+            "mode": self.mode,
+            "working_size": self.size,
+            "class_names": self.class_names,
+            "segmenter": self.segmenter is not None,
+            "postprocess": vars(self.segmenter.post) if self.segmenter else None,
+            "metrics": metrics or {},
+        }
+        write_json(path / "pipeline.json", meta)
+        write_text(path / "MODEL_CARD.md", model_card(meta, read_json(path / "classifier" / "config.json")))
+        return path
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def images(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Any accepted input -> uint8 (N, 1, S, S) at the working size.
+
+        Accepts a path, a uint8 array or tensor (H, W), (N, H, W) or (N, 1, H, W), or a list of
+        these. Float arrays/tensors must be in [0, 1].
+        """
+        items = images if isinstance(images, (list, tuple)) else [images]
+        out = []
+        for item in items:
+            if isinstance(item, (str, Path)):
+                out.append(read_image(item, (self.size, self.size))[None])
+                continue
+            a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+            if a.dtype != np.uint8:
+                if a.min() < 0 or a.max() > 1:
+                    raise ValueError(f"float images must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}]")
+                a = np.round(a * 255).astype(np.uint8)
+            a = a.reshape((-1,) + a.shape[-2:]) if a.ndim in (3, 4) else a[None]
+            if a.ndim != 3:
+                raise ValueError(
+                    f"expected an image (H, W) or a batch (N, H, W) / (N, 1, H, W), got shape {item.shape}"
+                )
+            out.append(np.stack([resize_image(np.ascontiguousarray(x), (self.size, self.size)) for x in a]))
+        return (
+            torch.from_numpy(np.concatenate(out))[:, None]
+            if out
+            else torch.empty(0, 1, self.size, self.size, dtype=torch.uint8)
+        )
+
+    def segment(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
+        """Lung masks, uint8 (S, S) in {0, 1}, one per image."""
+        if self.segmenter is None:
+            raise LungclsError("this pipeline has no segmenter")
+        return [r.mask for r in self.segmenter.segment(self.images(images))]
+
+    def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
+        """Class probabilities, float (N, K), in the order of :attr:`class_names`."""
+        return np.array([[p.probs[n] for n in self.class_names] for p in self.predict(images)], dtype=np.float32)
+
+    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
+        """One :class:`Prediction` per image."""
+        batch = self.images(images)
+        segs = self.segmenter.segment(batch) if self.segmenter is not None else None
+        masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
+        probs, empty = self.classifier.probabilities(batch, masks if self.classifier.needs_masks else None)
+        out = []
+        for k in range(len(batch)):
+            s = segs[k] if segs else None
+            flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[k]) else [])
+            out.append(
+                Prediction(
+                    label=self.class_names[int(probs[k].argmax())],
+                    probs={n: float(probs[k, c]) for c, n in enumerate(self.class_names)},
+                    mask=s.mask if s else None,
+                    box=s.bbox if s else None,
+                    lung_fraction=s.lung_fraction if s else float("nan"),
+                    flags=flags,
+                )
+            )
+        return out
+
+
+def model_card(meta: dict, cls_config: dict) -> str:
+    """A short Markdown model card: what it is, how it was trained, figures, intended use, limits."""
+    data = cls_config.get("data", {})
+    metrics = meta.get("metrics") or {}
+    lines = [
+        "# lungcls pipeline",
+        "",
+        "**Research use only. Not a diagnostic device**: not clinically validated; must not be used to diagnose,",
+        "treat or triage patients.",
+        "",
+        f"- Stage 1: U-Net lung segmentation; stage 2: {cls_config['model']['arch']} on `{meta['mode']}` inputs "
+        f"({cls_config['model']['image_size']} px), classes {', '.join(meta['class_names'])}.",
+        f"- Working size {meta['working_size']} px; lungcls {meta['lungcls']}.",
+        f"- Trained on: {', '.join(data.get('inputs', [])) or 'unknown'} (data manifest {data.get('manifest_digest', '?')[:12]}).",
+        "",
+        "## Metrics (last evaluation)",
+        "",
+    ]
+    lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()] or [
+        "- none recorded"
+    ]
+    lines += [
+        "",
+        "## Intended use and limits",
+        "",
+        "- Machine-learning research on chest X-rays (e.g. comparing classifiers on raw vs lung-masked images).",
+        "- Labels of public CXR sets are noisy and class is often confounded with the source hospital or scanner:",
+        "  accuracy on such data can reflect shortcuts rather than disease. Check per-source results.",
+        "- Not evaluated on paediatric images, lateral views, or devices and populations unlike the training data.",
+    ]
+    return "\n".join(lines) + "\n"

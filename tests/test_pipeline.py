@@ -1,0 +1,89 @@
+"""`from lungcls import Pipeline`: bundles, inputs of every kind, and the demo on a tiny setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lungcls import Pipeline
+from lungcls.cli import app
+from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
+from lungcls.data.phantoms import make_phantom, write_phantom_set
+from lungcls.demo import DemoSettings, run_demo
+
+
+@pytest.fixture(scope="module")
+def masked_run(tmp_path_factory):
+    """A 1-epoch segmenter and masked-cropped classifier trained on 60 SYNTHETIC phantoms at 64 px."""
+    from lungcls.cls.train import train_classifier
+    from lungcls.seg.train import train_segmenter
+
+    root = tmp_path_factory.mktemp("pipe")
+    data = [write_phantom_set(root / "data", per_class=20, size=64)]
+    seg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=64)
+    fast = TrainConfig(epochs=1, batch_size=8, device="cpu")
+    train_segmenter(data, root / "seg", seg, fast, cache_dir=root / "cache", progress=False)
+    cfg = ClassifierConfig(arch="resnet18", image_size=32, mode="masked-cropped")
+    train_classifier([root / "cache"], root / "cls", cfg, fast, seg_model=root / "seg", progress=False)
+    return root
+
+
+def phantoms(n: int = 4, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return np.stack([make_phantom(rng, k % 3, size)[0] for k in range(n)])
+
+
+def test_save_then_load_bundle_gives_identical_predictions(masked_run, tmp_path):
+    pipe = Pipeline.load(masked_run / "cls", device="cpu")
+    assert pipe.mode == "masked-cropped" and pipe.class_names == ["COVID-19", "Non-COVID", "Normal"]
+    bundle = pipe.save(tmp_path / "bundle", metrics={"test_accuracy": 0.5})
+    assert {p.name for p in bundle.iterdir()} == {"pipeline.json", "MODEL_CARD.md", "segmenter", "classifier"}
+    assert "not a diagnostic device" in (bundle / "MODEL_CARD.md").read_text().lower()
+    again = Pipeline.load(bundle, device="cpu")
+    images = phantoms()
+    a, b = pipe.predict(images), again.predict(images)
+    assert [p.label for p in a] == [p.label for p in b]
+    assert all(np.array_equal(x.mask, y.mask) and x.probs == y.probs for x, y in zip(a, b))
+
+
+def test_predict_on_paths_arrays_and_tensors_agrees(masked_run, tmp_path):
+    import cv2
+
+    pipe = Pipeline.load(masked_run / "cls", device="cpu")
+    images = phantoms(3)
+    paths = []
+    for k, image in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), image)
+        paths.append(tmp_path / f"{k}.png")
+    by_path = pipe.classify(paths)
+    by_array = pipe.classify(images)
+    by_list = pipe.classify(list(images))
+    by_tensor = pipe.classify(torch.from_numpy(images)[:, None])
+    by_float = pipe.classify(torch.from_numpy(images).float() / 255)
+    assert by_path.shape == (3, 3) and np.allclose(by_path.sum(axis=1), 1, atol=1e-5)
+    for other in (by_array, by_list, by_tensor, by_float):
+        assert np.allclose(by_path, other, atol=1e-6)
+    one = pipe.predict(str(paths[0]))
+    assert len(one) == 1 and one[0].mask.shape == (64, 64) and one[0].box is not None
+    assert len(pipe.segment(images)) == 3
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
+        pipe.predict(images.astype(np.float32))
+
+
+def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):
+    tiny = DemoSettings(working_size=64, per_class=12, seg_epochs=1, cls_epochs=1, cls_size=32, device="cpu")
+    results = run_demo(None, tmp_path / "demo", tiny, progress=False)
+    for name in ("report.md", "segmentation_test.png", "curves.png", "confusion_raw.png", "confusion_masked.png"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "SYNTHETIC" in report and "| raw |" in report and "| masked |" in report
+    assert 0 <= results["raw_test"]["accuracy"] <= 1 and results["segmentation_test_dice"]["n"] > 0
+    assert Pipeline.load(tmp_path / "demo" / "bundle", device="cpu").mode == "masked"
+
+
+def test_demo_command_refuses_to_write_into_its_data(tmp_path):
+    data = write_phantom_set(tmp_path, per_class=2, size=32)
+    result = CliRunner().invoke(app, ["demo", "--data", str(data), "--out", str(data / "out")])
+    assert result.exit_code == 2 and "inside the input folder" in result.output
