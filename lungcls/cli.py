@@ -404,47 +404,91 @@ def evaluate_cls(
     typer.echo((Path(out or model) / f"eval_{name}.md").read_text())
 
 
-@app.command("classify")
-def classify(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    model: Annotated[Path, typer.Option(help="A train-cls run folder.")],
-    seg_model: Annotated[
-        Optional[Path], typer.Option(help="Stage-1 run (default: the one the classifier was trained with).")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("classify.csv"),
-    batch_size: Annotated[int, typer.Option()] = 64,
-    device: Annotated[str, typer.Option()] = "auto",
-) -> None:
-    """Classify CXRs as COVID-19 / Non-COVID / Normal; writes a CSV with the probabilities, lung fraction and flags."""
-    from collections import Counter
-
+def _load_pipeline(model: Path, seg_model: Optional[Path], device: str, batch_size: int):
     from .cls.classifier import Classifier
-    from .cls.outputs import classify_files, write_classify_csv
-    from .inputs import expand_inputs
+    from .pipeline import Pipeline
     from .seg.segmenter import Segmenter
 
-    paths, problems = expand_inputs(inputs)
-    if out.resolve() in {p.resolve() for p in paths}:
-        raise _fail(LungclsError(f"--out {out} is one of the inputs"))
-    try:
-        clf = Classifier.load(model, device=device, batch_size=batch_size)
-        seg = seg_model or (clf.seg_model if clf.needs_masks else None)
-        segmenter = Segmenter.load(seg, device=device, batch_size=batch_size) if seg else None
-        rows = classify_files(paths, clf, segmenter)
-    except (LungclsError, ValueError) as e:
-        raise _fail(e) from None
-    write_classify_csv(out, rows, clf.cfg.class_names)
+    clf = Classifier.load(model, device=device, batch_size=batch_size)
+    seg = seg_model or (
+        (model / "segmenter")
+        if (model / "pipeline.json").is_file() and (model / "segmenter").is_dir()
+        else clf.seg_model
+    )
+    segmenter = Segmenter.load(seg, device=device, batch_size=batch_size) if seg else None
+    return Pipeline(segmenter, clf)
+
+
+def _report_rows(rows: list[dict], problems: list[dict], class_names: list[str], out: Path) -> None:
+    from collections import Counter
+
     done = [r for r in rows if not r["error"]]
     failed = [r for r in rows if r["error"]] + problems
     counts = Counter(r["predicted"] for r in done)
-    typer.echo(f"{len(done)} images classified: " + ", ".join(f"{n} {counts.get(n, 0)}" for n in clf.cfg.class_names))
+    typer.echo(f"{len(done)} images classified: " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names))
     typer.echo(f"results in {out}. Research use only: not a diagnosis.")
     for r in failed:
         typer.secho(f"  failed {r['path']}: {r.get('error') or r.get('reason')}", err=True, fg="red")
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
     if not rows:
-        raise _fail(LungclsError("no images to classify"))
+        raise _fail(LungclsError("no images given"))
+
+
+@app.command("classify")
+def classify(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    model: Annotated[Path, typer.Option(help="A train-cls run folder or a bundle.")],
+    seg_model: Annotated[
+        Optional[Path],
+        typer.Option(help="Stage-1 run (default: the bundle's, or the one the classifier was trained with)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("classify.csv"),
+    batch_size: Annotated[int, typer.Option()] = 64,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Classify CXRs as COVID-19 / Non-COVID / Normal; writes a CSV with the probabilities, lung fraction and flags."""
+    from .files import predict_files, write_rows_csv
+    from .inputs import expand_inputs
+
+    paths, problems = expand_inputs(inputs)
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise _fail(LungclsError(f"--out {out} is one of the inputs"))
+    try:
+        pipe = _load_pipeline(model, seg_model, device, batch_size)
+        rows = predict_files(paths, pipe)
+    except (LungclsError, ValueError) as e:
+        raise _fail(e) from None
+    write_rows_csv(out, rows, pipe.class_names)
+    _report_rows(rows, problems, pipe.class_names, out)
+
+
+@app.command("predict")
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    model: Annotated[Path, typer.Option(help="A bundle or a train-cls run folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (predictions.csv, explain/).")],
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Grad-CAM overlays and the in-lung share of the saliency.")
+    ] = False,
+    seg_model: Annotated[Optional[Path], typer.Option(help="Stage-1 run (default: the bundle's).")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    device: Annotated[str, typer.Option()] = "auto",
+    force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
+) -> None:
+    """Segment and classify with a whole pipeline; optionally explain each prediction with Grad-CAM."""
+    from .files import predict_files, write_rows_csv
+    from .inputs import expand_inputs
+
+    paths, problems = expand_inputs(inputs)
+    _refuse_out_inside_inputs(out, [Path(i) for i in inputs if Path(i).exists()], force)
+    try:
+        pipe = _load_pipeline(model, seg_model, device, batch_size)
+        rows = predict_files(paths, pipe, explain_dir=out / "explain" if explain else None)
+    except (LungclsError, ValueError) as e:
+        raise _fail(e) from None
+    write_rows_csv(out / "predictions.csv", rows, pipe.class_names)
+    _report_rows(rows, problems, pipe.class_names, out / "predictions.csv")
 
 
 @app.command("demo")

@@ -189,6 +189,30 @@ class Pipeline:
             )
         return out
 
+    def explain(self, images: ImageLike | Sequence[ImageLike], targets: list[int] | None = None) -> list[dict]:
+        """Grad-CAM of the classifier for each image (predicted class, or ``targets``).
+
+        Returns:
+            Per image: ``cam`` float (S, S) in [0, 1] over the classifier input, ``input`` that input
+            (float (S, S) in [0, 1]), ``lung`` the lung mask in the same geometry (or None), and
+            ``in_lung_share``: the share of the map inside the lungs (NaN without a segmenter).
+        """
+        from .explain import gradcam, in_lung_share, input_lung_masks
+
+        batch = self.images(images)
+        segs = self.segmenter.segment(batch) if self.segmenter is not None else None
+        masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
+        clf = self.classifier
+        cams = gradcam(clf, batch, masks if clf.needs_masks else None, targets)
+        x01, _ = clf.task.inputs(batch.to(clf.device), masks.to(clf.device) if clf.needs_masks else None)
+        lungs = input_lung_masks(clf, masks) if masks is not None else None
+        shares = in_lung_share(cams, lungs) if lungs is not None else np.full(len(cams), np.nan)
+        return [
+            {"cam": cams[k], "input": x01[k, 0].float().cpu().numpy(), "lung": lungs[k] if lungs is not None else None,
+             "in_lung_share": float(shares[k])}
+            for k in range(len(cams))
+        ]  # fmt: skip
+
 
 def model_card(meta: dict, cls_config: dict) -> str:
     """A short Markdown model card: what it is, how it was trained, figures, intended use, limits."""

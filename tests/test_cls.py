@@ -162,7 +162,7 @@ def test_classify_a_folder_with_one_corrupt_file(tiny_runs, radiologist100, tmp_
     )
     assert result.exit_code == 1 and "broken.png" in result.output and "3 images classified" in result.output
     lines = out.read_text().splitlines()
-    assert lines[0] == "path,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,flags,error"
+    assert lines[0] == "path,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,box,flags,in_lung_saliency,error"
     good = [line for line in lines[1:] if "broken" not in line]
     assert len(good) == 3 and all(line.split(",")[1] in ("COVID-19", "Non-COVID", "Normal") for line in good)
     probs = [sum(float(v) for v in line.split(",")[2:5]) for line in good]

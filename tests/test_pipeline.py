@@ -16,7 +16,7 @@ from lungcls.demo import DemoSettings, run_demo
 
 @pytest.fixture(scope="module")
 def masked_run(tmp_path_factory):
-    """A 1-epoch segmenter and masked-cropped classifier trained on 60 SYNTHETIC phantoms at 64 px."""
+    """A 4-epoch segmenter and a 1-epoch masked-cropped classifier trained on 60 SYNTHETIC phantoms at 64 px."""
     from lungcls.cls.train import train_classifier
     from lungcls.seg.train import train_segmenter
 
@@ -24,7 +24,8 @@ def masked_run(tmp_path_factory):
     data = [write_phantom_set(root / "data", per_class=20, size=64)]
     seg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=64)
     fast = TrainConfig(epochs=1, batch_size=8, device="cpu")
-    train_segmenter(data, root / "seg", seg, fast, cache_dir=root / "cache", progress=False)
+    seg_train = TrainConfig(epochs=4, batch_size=8, lr=3e-3, warmup_epochs=0.5, device="cpu")
+    train_segmenter(data, root / "seg", seg, seg_train, cache_dir=root / "cache", progress=False)
     cfg = ClassifierConfig(arch="resnet18", image_size=32, mode="masked-cropped")
     train_classifier([root / "cache"], root / "cls", cfg, fast, seg_model=root / "seg", progress=False)
     return root
@@ -87,3 +88,51 @@ def test_demo_command_refuses_to_write_into_its_data(tmp_path):
     data = write_phantom_set(tmp_path, per_class=2, size=32)
     result = CliRunner().invoke(app, ["demo", "--data", str(data), "--out", str(data / "out")])
     assert result.exit_code == 2 and "inside the input folder" in result.output
+
+
+def test_in_lung_share_is_one_inside_and_zero_outside():
+    from lungcls.explain import in_lung_share
+
+    lungs = np.zeros((2, 32, 32), np.uint8)
+    lungs[:, 8:24, 4:14] = 1
+    saliency = np.zeros((2, 32, 32), np.float32)
+    saliency[0, 10:20, 6:12] = 1.0  # planted inside the mask
+    saliency[1, 0:6, 20:30] = 0.7  # planted outside
+    assert in_lung_share(saliency, lungs).tolist() == [1.0, 0.0]
+    assert np.isnan(in_lung_share(np.zeros((1, 32, 32)), lungs[:1]))[0]
+
+
+def test_predict_with_explanations_writes_gradcam_overlays(masked_run, tmp_path):
+    import cv2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k, image in enumerate(phantoms(3)):
+        cv2.imwrite(str(folder / f"phantom {k}.png"), image)
+    (folder / "empty.png").write_bytes(b"")
+    bundle = Pipeline.load(masked_run / "cls", device="cpu").save(tmp_path / "bundle")
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(folder),
+            "--model",
+            str(bundle),
+            "--out",
+            str(tmp_path / "out"),
+            "--explain",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 1 and "empty.png: empty file" in result.output and "3 images classified" in result.output
+    assert len(list((tmp_path / "out" / "explain").glob("*.png"))) == 3
+    import csv
+
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not r["error"]]
+    # an all-zero Grad-CAM map (possible for a barely trained model) has no share and leaves the cell empty
+    assert len(rows) == 3 and all(r["in_lung_saliency"] == "" or 0 <= float(r["in_lung_saliency"]) <= 1 for r in rows)
+    assert all(0.05 < float(r["lung_fraction"]) < 0.7 for r in rows)  # the segmenter found lungs
+    explained = Pipeline.load(bundle, device="cpu").explain(phantoms(2))
+    assert explained[0]["cam"].shape == (32, 32) and explained[0]["lung"].shape == (32, 32)

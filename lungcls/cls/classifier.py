@@ -34,8 +34,10 @@ class Classifier:
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:
-        """Load a run folder written by ``train-cls`` (``config.json`` + ``model.safetensors``)."""
+        """Load a run folder written by ``train-cls`` (``config.json`` + ``model.safetensors``), or a bundle."""
         run = Path(run)
+        if (run / "pipeline.json").is_file():  # a bundle: take its classifier
+            run = run / "classifier"
         config = read_json(run / "config.json")
         if config.get("kind") != "classifier":
             raise CheckpointError(f"{run}: not a classification run (kind {config.get('kind')!r})")

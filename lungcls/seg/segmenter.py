@@ -48,8 +48,10 @@ class Segmenter:
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Segmenter:
-        """Load a run folder written by ``train-seg`` (``config.json`` + ``model.safetensors``)."""
+        """Load a run folder written by ``train-seg`` (``config.json`` + ``model.safetensors``), or a bundle."""
         run = Path(run)
+        if (run / "pipeline.json").is_file():  # a bundle: take its segmenter
+            run = run / "segmenter"
         config = read_json(run / "config.json")
         if config.get("kind") != "segmenter":
             raise CheckpointError(f"{run}: not a segmentation run (kind {config.get('kind')!r})")
