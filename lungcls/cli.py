@@ -491,6 +491,65 @@ def predict(
     _report_rows(rows, problems, pipe.class_names, out / "predictions.csv")
 
 
+@app.command("train")
+def train(
+    data: Annotated[list[Path], typer.Argument(help="Dataset roots or CSV manifests (lung masks needed for stage 1).")],
+    out: Annotated[Path, typer.Option(help="Folder for the cache, both runs and the bundle.")],
+    mode: Annotated[str, typer.Option(help="Classifier input: raw, masked, cropped or masked-cropped.")] = "masked",
+    small: Annotated[
+        bool, typer.Option("--small", help="CPU recipe: ResNet-18 encoders/classifier at 128 px.")
+    ] = False,
+    seg_epochs: Annotated[int, typer.Option()] = 40,
+    cls_epochs: Annotated[int, typer.Option()] = 80,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Train both stages in order (stage 2 on stage 1's predicted masks) and save a bundle in OUT/bundle."""
+    from .config import ClassifierConfig, SegmenterConfig, TrainConfig
+    from .masking import check_mode
+    from .pipeline import Pipeline
+
+    _refuse_out_inside_inputs(out, data, force=False)
+    seg = (
+        SegmenterConfig(encoder_name="resnet18", encoder_depth=4, decoder_channels=[128, 64, 32, 16], image_size=128)
+        if small
+        else SegmenterConfig()
+    )
+    clf = ClassifierConfig(arch="resnet18", image_size=128) if small else ClassifierConfig()
+    seg_train = TrainConfig(
+        epochs=seg_epochs, batch_size=16 if small else 32, lr=2e-3 if small else 1e-3, seed=seed, device=device
+    )
+    cls_train = TrainConfig(epochs=cls_epochs, batch_size=32 if small else 64, seed=seed, device=device, label_smoothing=0.1,
+                            class_weighting=True)  # fmt: skip
+    try:
+        check_mode(mode)
+        pipe = Pipeline.train(data, out, mode, seg, seg_train, clf, cls_train)
+    except (LungclsError, ValueError) as e:
+        raise _fail(e) from None
+    typer.echo(
+        f"bundle written to {out / 'bundle'} ({pipe.mode} classifier); test results in {out / 'classifier' / 'eval_test.md'}"
+    )
+
+
+@app.command("export")
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A bundle or a train-cls run folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for the exported models.")],
+    format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+) -> None:
+    """Export the segmenter and the classifier (normalisation included, dynamic batch) for other runtimes."""
+    from .export import export_onnx
+    from .pipeline import Pipeline
+
+    if format != "onnx":
+        raise _fail(LungclsError(f"unknown format {format!r}; supported: onnx"))
+    try:
+        written = export_onnx(Pipeline.load(bundle, device="cpu"), out)
+    except (LungclsError, ValueError) as e:
+        raise _fail(e) from None
+    typer.echo("written: " + ", ".join(str(p) for p in written) + f", {out / 'export.json'}")
+
+
 @app.command("demo")
 def demo(
     data: Annotated[

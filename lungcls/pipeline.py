@@ -24,6 +24,7 @@ from . import __version__
 from .atomic import write_json, write_text
 from .checkpoint import read_json
 from .cls.classifier import Classifier
+from .config import ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import CheckpointError, LungclsError
 from .io import read_image, resize_image
 from .seg.segmenter import Segmenter
@@ -125,6 +126,49 @@ class Pipeline:
         write_json(path / "pipeline.json", meta)
         write_text(path / "MODEL_CARD.md", model_card(meta, read_json(path / "classifier" / "config.json")))
         return path
+
+    @classmethod
+    def train(
+        cls,
+        data: Sequence[str | Path],
+        out: str | Path,
+        mode: str = "masked",
+        segmenter: SegmenterConfig | None = None,
+        seg_train: TrainConfig | None = None,
+        classifier: ClassifierConfig | None = None,
+        cls_train: TrainConfig | None = None,
+        progress: bool = True,
+    ) -> Pipeline:
+        """Train both stages in order (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
+
+        Writes ``out/cache`` (the packed data, split by patient when the data has no split),
+        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``.
+        """
+        from dataclasses import replace
+
+        from .cls.train import train_classifier
+        from .seg.train import train_segmenter
+
+        out = Path(out)
+        seg_cfg = segmenter or SegmenterConfig()
+        cls_cfg = replace(classifier or ClassifierConfig(), mode=mode)
+        train_segmenter(data, out / "segmenter", seg_cfg, seg_train, cache_dir=out / "cache", progress=progress)
+        seg_run = out / "segmenter" if mode != "raw" else None
+        cls_train = cls_train or TrainConfig(label_smoothing=0.1, class_weighting=True)
+        train_classifier([out / "cache"], out / "classifier", cls_cfg, cls_train, seg_model=seg_run, progress=progress)
+        pipe = cls.load(out / "classifier", device=cls_train.device)
+        if pipe.segmenter is None:  # a raw classifier: keep the trained segmenter in the bundle all the same
+            pipe.segmenter = Segmenter.load(out / "segmenter", device=cls_train.device)
+        report = (
+            read_json(out / "classifier" / "eval_test.json")
+            if (out / "classifier" / "eval_test.json").is_file()
+            else {}
+        )
+        metrics = {"test_accuracy": report["accuracy"], "test_macro_f1": report["macro_avg"]["f1"]} if report else {}
+        pipe.save(
+            out / "bundle", runs={"segmenter": out / "segmenter", "classifier": out / "classifier"}, metrics=metrics
+        )
+        return cls.load(out / "bundle", device=cls_train.device)
 
     # -- inference ----------------------------------------------------------------------------
 

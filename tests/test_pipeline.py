@@ -136,3 +136,19 @@ def test_predict_with_explanations_writes_gradcam_overlays(masked_run, tmp_path)
     assert all(0.05 < float(r["lung_fraction"]) < 0.7 for r in rows)  # the segmenter found lungs
     explained = Pipeline.load(bundle, device="cpu").explain(phantoms(2))
     assert explained[0]["cam"].shape == (32, 32) and explained[0]["lung"].shape == (32, 32)
+
+
+def test_onnx_export_matches_pytorch(masked_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from lungcls.export import wrapped
+
+    result = CliRunner().invoke(app, ["export", str(masked_run / "cls"), "--out", str(tmp_path / "onnx")])
+    assert result.exit_code == 0, result.output
+    pipe = Pipeline.load(masked_run / "cls", device="cpu")
+    for name, (module, size) in wrapped(pipe).items():
+        session = ort.InferenceSession(str(tmp_path / "onnx" / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        x = torch.rand(5, 1, size, size)  # another batch size than the export's example: the batch axis is dynamic
+        with torch.no_grad():
+            expected = module(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4, name
