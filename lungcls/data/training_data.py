@@ -35,12 +35,7 @@ def open_training_data(
         DataError: no data, or a cache without Train/Val splits.
     """
     if len(paths) == 1 and is_cache(paths[0]):
-        cache = PackedCache.open(paths[0])
-        if tuple(cache.size) != (size, size):
-            raise DataError(
-                f"{paths[0]}: the cache holds {cache.size[0]} px images, the model works at {size} px; "
-                f"use --image-size {cache.size[0]} or pass the dataset itself"
-            )
+        cache = PackedCache.open(paths[0])  # any size: the tasks resize batches to their model's size
         if not {"Train", "Val"} <= {s.split for s in cache.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
         return cache
