@@ -40,7 +40,7 @@ class DemoSettings:
     per_class: int = 60  # synthetic phantoms per class
     seg_size: int = 64  # the U-Net works at this size (its masks are resized back)
     seg_epochs: int = 6
-    cls_epochs: int = 8
+    cls_epochs: int = 15
     cls_size: int = 64
     device: str = "auto"
     seed: int = 0
@@ -71,7 +71,7 @@ def run_demo(
     seg_eval = evaluate_segmenter(segmenter, seg_cache, seg_cache.indices("Test", with_mask=True), progress=progress)
     _seg_figure(segmenter, seg_cache, out / "segmentation_test.png", synthetic)
     results = {"segmentation_test_dice": seg_eval["summary"]["dice"]}
-    cls_train = TrainConfig(epochs=s.cls_epochs, batch_size=32, lr=2e-3, warmup_epochs=0.5, label_smoothing=0.1,
+    cls_train = TrainConfig(epochs=s.cls_epochs, batch_size=16, lr=1e-3, warmup_epochs=1, label_smoothing=0.1,
                             class_weighting=True, device=s.device, seed=s.seed)  # fmt: skip
     for mode in ("raw", "masked"):
         cfg = ClassifierConfig(arch="resnet18", image_size=s.cls_size, mode=mode)
