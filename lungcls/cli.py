@@ -244,19 +244,14 @@ def evaluate_seg(
     import tempfile
 
     from .atomic import write_json, write_text
-    from .data import PackedCache, is_cache, open_dataset, prepare_cache
+    from .data.training_data import open_eval_data
     from .seg.evaluate import evaluate_segmenter, format_table
     from .seg.segmenter import Segmenter
 
     try:
         segmenter = Segmenter.load(model, device=device)
         with tempfile.TemporaryDirectory() as tmp:
-            if len(data) == 1 and is_cache(data[0]):
-                cache = PackedCache.open(data[0])
-            else:
-                size = segmenter.cfg.image_size
-                prepare_cache(open_dataset(data).manifest, Path(tmp) / "cache", size=(size, size))
-                cache = PackedCache.open(Path(tmp) / "cache")
+            cache = open_eval_data(data, segmenter.cfg.image_size, Path(tmp) / "cache")
             result = evaluate_segmenter(segmenter, cache, cache.indices(split, with_mask=True))
     except (LungclsError, ValueError) as e:
         raise _fail(e) from None
@@ -374,31 +369,15 @@ def evaluate_cls(
     import tempfile
 
     from .cls.classifier import Classifier
-    from .cls.train import evaluate_split, predicted_masks
-    from .data import PackedCache, is_cache, open_dataset, prepare_cache
-    from .data.loader import CacheLoader
-    from .seg.segmenter import Segmenter
+    from .cls.train import evaluate_classifier
+    from .data.training_data import open_eval_data
 
     try:
         clf = Classifier.load(model, device=device)
         with tempfile.TemporaryDirectory() as tmp:
-            if len(data) == 1 and is_cache(data[0]):
-                cache = PackedCache.open(data[0])
-            else:
-                size = clf.cfg.working_size
-                prepare_cache(open_dataset(data).manifest, Path(tmp) / "cache", size=(size, size))
-                cache = PackedCache.open(Path(tmp) / "cache")
-            masks = None
-            if clf.cfg.mask_source == "predicted":
-                seg = seg_model or clf.seg_model
-                if seg is None:
-                    raise LungclsError("this classifier needs predicted masks: pass --seg-model RUN")
-                masks = predicted_masks(Segmenter.load(seg, device=device), cache)
-            loader = CacheLoader(
-                cache, cache.indices(split), clf.batch_size, clf.device, with_masks=clf.needs_masks, masks=masks
-            )
+            cache = open_eval_data(data, clf.cfg.working_size, Path(tmp) / "cache")
             name = (split or "all").lower()
-            evaluate_split(clf.task, loader, cache, out or model, name, clf.amp)
+            evaluate_classifier(clf, cache, split, out or model, seg_model)
     except (LungclsError, ValueError) as e:
         raise _fail(e) from None
     typer.echo((Path(out or model) / f"eval_{name}.md").read_text())

@@ -147,3 +147,24 @@ def evaluate_split(
     write_text(out / f"eval_{name}.md", format_markdown(report, f"{name} ({task.cfg.mode})"))
     plot_confusion(report, out / f"confusion_{name}.png", f"{name}, {task.cfg.mode}: accuracy {report['accuracy']:.3f}")
     return report
+
+
+def evaluate_classifier(
+    classifier, cache: PackedCache, split: str | None, out: str | Path, seg_model: str | Path | None = None
+) -> dict:
+    """Evaluate a loaded :class:`~lungcls.cls.classifier.Classifier` on one split of ``cache`` (all rows when None).
+
+    Masks come from the dataset (``gt``) or from ``seg_model`` (default: the stage-1 run the
+    classifier was trained with). Writes ``eval_<split>.json``, ``.md`` and ``confusion_<split>.png``.
+    """
+    from ..errors import LungclsError
+
+    masks = None
+    if classifier.cfg.mask_source == "predicted":
+        seg = seg_model or classifier.seg_model
+        if seg is None:
+            raise LungclsError("this classifier needs predicted masks: pass --seg-model RUN")
+        masks = predicted_masks(Segmenter.load(seg, device=classifier.device), cache)
+    loader = CacheLoader(cache, cache.indices(split), classifier.batch_size, classifier.device,
+                         with_masks=classifier.needs_masks, masks=masks)  # fmt: skip
+    return evaluate_split(classifier.task, loader, cache, Path(out), (split or "all").lower(), classifier.amp)

@@ -46,3 +46,11 @@ def open_training_data(
         manifest = make_split(manifest, val=val, test=test, seed=split_seed, duplicates=duplicates)
     prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
     return PackedCache.open(cache_dir)
+
+
+def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, progress: bool = True) -> PackedCache:
+    """One packed cache as is, or ``paths`` (roots, manifests) cached at ``size`` into the folder ``scratch``."""
+    if len(paths) == 1 and is_cache(paths[0]):
+        return PackedCache.open(paths[0])
+    prepare_cache(open_dataset(paths).manifest, scratch, size=(size, size), progress=progress)
+    return PackedCache.open(scratch)
