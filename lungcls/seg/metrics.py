@@ -30,21 +30,25 @@ def mask_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Ten
 def hausdorff95(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Symmetric 95th-percentile Hausdorff distance in pixels, per image (NaN when a mask is empty).
 
-    Uses torchmetrics' edge and surface-distance routines; the 95th percentile of each direction,
-    then the larger of the two (the usual HD95).
+    Built from torchmetrics' ``mask_edges`` and ``distance_transform`` (SciPy engine: its default
+    PyTorch engine is quadratic in the pixels, about 20 s for one 256 px mask): the 95th percentile
+    of the distances from each mask's edge to the other's, then the larger of the two (the usual HD95).
 
     Args:
         pred, target: (N, 1, H, W) in {0, 1}.
     """
-    from torchmetrics.functional.segmentation.utils import edge_surface_distance
+    from torchmetrics.functional.segmentation.utils import distance_transform, mask_edges
 
     out = []
     for p, t in zip(pred[:, 0].bool().cpu(), target[:, 0].bool().cpu()):
         if not p.any() or not t.any():
             out.append(math.nan)
             continue
-        d_pt, d_tp = edge_surface_distance(p, t, distance_metric="euclidean", symmetric=True)
-        out.append(max(torch.quantile(d_pt.double(), 0.95).item(), torch.quantile(d_tp.double(), 0.95).item()))
+        edge_p, edge_t = (e.bool() for e in mask_edges(p, t, crop=False))
+        to_t = torch.as_tensor(distance_transform((~edge_t).float(), engine="scipy"))  # every pixel's distance to t's edge
+        to_p = torch.as_tensor(distance_transform((~edge_p).float(), engine="scipy"))
+        d_pt, d_tp = to_t[edge_p].double(), to_p[edge_t].double()
+        out.append(max(torch.quantile(d_pt, 0.95).item(), torch.quantile(d_tp, 0.95).item()))
     return torch.tensor(out, dtype=torch.float64)
 
 
