@@ -45,7 +45,9 @@ def hausdorff95(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             out.append(math.nan)
             continue
         edge_p, edge_t = (e.bool() for e in mask_edges(p, t, crop=False))
-        to_t = torch.as_tensor(distance_transform((~edge_t).float(), engine="scipy"))  # every pixel's distance to t's edge
+        to_t = torch.as_tensor(
+            distance_transform((~edge_t).float(), engine="scipy")
+        )  # every pixel's distance to t's edge
         to_p = torch.as_tensor(distance_transform((~edge_p).float(), engine="scipy"))
         d_pt, d_tp = to_t[edge_p].double(), to_p[edge_t].double()
         out.append(max(torch.quantile(d_pt, 0.95).item(), torch.quantile(d_tp, 0.95).item()))

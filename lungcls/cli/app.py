@@ -1,0 +1,63 @@
+"""The Typer app, the exit codes and the helpers every command shares."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import LungclsError
+
+app = typer.Typer(
+    name="lungcls",
+    help="Lung segmentation and COVID-19 / Non-COVID / Normal classification of chest X-rays. "
+    "Research use only: not a diagnostic device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Look at and split datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+Roots = Annotated[list[Path], typer.Argument(help="COVID-QU-Ex root(s) at any level, set folders, or CSV manifests.")]
+Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: all CPU cores).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lungcls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _fail(e: Exception, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.secho(f"error: {e}", err=True, fg="red")
+    return typer.Exit(code)
+
+
+def _refuse_out_inside_inputs(out: Path, roots: list[Path], force: bool) -> None:
+    """Refuse an output inside an input folder (a CSV manifest's own folder may hold outputs)."""
+    out_r = out.resolve()
+    for r in roots:
+        folder = r.resolve()
+        if out_r == folder or (r.is_dir() and folder in out_r.parents):
+            if not force:
+                raise _fail(
+                    LungclsError(f"--out {out} is inside the input folder {r}; choose another folder or pass --force")
+                )
