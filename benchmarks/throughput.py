@@ -5,7 +5,8 @@ device -> model in bf16 + channels_last on CUDA (fp32 on CPU) -> the shared engi
 Naive baseline: a DataLoader decoding the PNG files every epoch -> fp32 NCHW model -> a plain loop.
 Both train the same architecture on the same images with the same batch size.
 
-Stages: ``seg`` (smp U-Net, 256 px) and ``cls`` (ResNet-50, raw mode, 224 px input from 256 px images).
+Stages: ``seg`` (smp U-Net, 256 px), ``cls`` (ResNet-50, raw mode, 224 px input from 256 px images) and
+``pipeline`` (the whole ``Pipeline.predict``; the baseline decodes PNGs and runs both fp32 models, masking only).
 Results go to benchmarks/results/throughput_<device>.{json,md}.
 
     python benchmarks/throughput.py [--stages seg cls] [--images 512] [--epochs 3] [--batch-size 32] [--device cuda]
@@ -199,15 +200,58 @@ def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.dev
     return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
 
 
+def pipeline_predict(
+    manifest: Manifest, cache: PackedCache, scfg: SegmenterConfig, ccfg: ClassifierConfig, args, device, naive: bool
+) -> dict:
+    """Whole pipeline, uint8 images in -> lung mask -> masked-cropped input -> class probabilities."""
+    from lungcls.cls.classifier import Classifier
+    from lungcls.pipeline import Pipeline
+
+    seed_everything(0)
+    n = min(len(cache), args.images)
+    if naive:  # decode PNGs in a DataLoader, fp32 NCHW models, mask and resize per batch
+        seg, clf = build_segmenter(scfg).to(device).eval(), build_classifier(ccfg).to(device).eval()
+        data = ImageDataset(Manifest(manifest.samples[:n]), size=(scfg.image_size, scfg.image_size))
+
+        def run() -> None:
+            loader = DataLoader(data, batch_size=args.cls_batch_size, num_workers=args.workers)
+            with torch.no_grad():
+                for batch in loader:
+                    x = batch["image"].to(device).float() / 255
+                    mask = (torch.sigmoid(seg((x - scfg.mean) / scfg.std)) > 0.5).float()
+                    small = torch.nn.functional.interpolate(
+                        x * mask, size=(ccfg.image_size, ccfg.image_size), mode="bilinear"
+                    )
+                    torch.softmax(clf((small - ccfg.mean) / ccfg.std), dim=1)
+    else:
+        images = torch.from_numpy(cache.images[:n].copy())[:, None]
+        segmenter = Segmenter(build_segmenter(scfg), scfg, device=device, batch_size=args.cls_batch_size * 4)
+        classifier = Classifier(build_classifier(ccfg), ccfg, device=device, batch_size=args.cls_batch_size * 4)
+        pipe = Pipeline(segmenter, classifier)
+
+        def run() -> None:
+            pipe.predict(images)
+
+    run()
+    reset_peak(device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+        run()
+    sync(device)
+    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stages", nargs="+", default=["seg", "cls"], choices=["seg", "cls"])
+    p.add_argument("--stages", nargs="+", default=["seg", "cls", "pipeline"], choices=["seg", "cls", "pipeline"])
     p.add_argument("--data", nargs="*", type=Path, help="dataset roots (default: the two ieee8023 sets)")
     p.add_argument("--images", type=int, default=512, help="images used (repeated if the data has fewer)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cls-batch-size", type=int, default=64)
     p.add_argument("--cls-arch", default="resnet50")
+    p.add_argument("--cls-image-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=5, help="inference passes timed")
     p.add_argument("--encoder", default="resnet34")
     p.add_argument("--image-size", type=int, default=256)
@@ -233,17 +277,26 @@ def main() -> None:
             results["seg_infer_lungcls"] = seg_infer(cache, cfg, args, device, naive=False)
             results["seg_infer_naive"] = seg_infer(cache, cfg, args, device, naive=True)
         if "cls" in args.stages:
-            ccfg = ClassifierConfig(arch=args.cls_arch)
+            ccfg = ClassifierConfig(arch=args.cls_arch, image_size=args.cls_image_size)
             results["cls_train_lungcls"] = cls_train_lungcls(cache, ccfg, args, device, Path(tmp) / "cls")
             results["cls_train_naive"] = cls_train_naive(manifest, ccfg, args, device)
             results["cls_infer_lungcls"] = cls_infer(cache, ccfg, args, device, naive=False)
             results["cls_infer_naive"] = cls_infer(cache, ccfg, args, device, naive=True)
+        if "pipeline" in args.stages:
+            ccfg = ClassifierConfig(
+                arch=args.cls_arch, image_size=args.cls_image_size, mode="masked-cropped", mask_source="predicted"
+            )
+            results["pipeline_predict_lungcls"] = pipeline_predict(
+                manifest, cache, cfg, ccfg, args, device, naive=False
+            )
+            results["pipeline_predict_naive"] = pipeline_predict(manifest, cache, cfg, ccfg, args, device, naive=True)
     precision = "bf16 + channels_last" if device.type == "cuda" else "fp32 (CPU)"
     rows = [
         (f"U-Net training, {args.encoder}, {args.image_size} px", "seg_train"),
         (f"U-Net inference, {args.encoder}, {args.image_size} px", "seg_infer"),
-        (f"{args.cls_arch} training, 224 px", "cls_train"),
-        (f"{args.cls_arch} inference, 224 px", "cls_infer"),
+        (f"{args.cls_arch} training, {args.cls_image_size} px", "cls_train"),
+        (f"{args.cls_arch} inference, {args.cls_image_size} px", "cls_infer"),
+        ("whole Pipeline.predict (uint8 -> mask -> masked-cropped -> class)", "pipeline_predict"),
     ]
     table = (
         "| measure | lungcls img/s | naive img/s | speedup | peak GPU MB (lungcls / naive) |\n|---|---|---|---|---|\n"

@@ -143,6 +143,11 @@ def evaluate_split(
     report = classification_report(p["probs"], p["labels"], task.cfg.class_names, sources)
     report["empty_masks"] = int(p["empty"].sum())
     report["mode"] = task.cfg.mode
+    report["images"] = [  # per image, for paired comparisons between runs
+        {"row": int(i), "image": cache.samples[int(i)].image, "source": src, "label": int(y), "pred": int(pr.argmax()),
+         "probs": [round(float(v), 6) for v in pr], "empty_mask": bool(e)}
+        for i, src, y, pr, e in zip(p["index"], sources, p["labels"], p["probs"], p["empty"])
+    ]  # fmt: skip
     write_json(out / f"eval_{name}.json", report)
     write_text(out / f"eval_{name}.md", format_markdown(report, f"{name} ({task.cfg.mode})"))
     plot_confusion(report, out / f"confusion_{name}.png", f"{name}, {task.cfg.mode}: accuracy {report['accuracy']:.3f}")
