@@ -13,6 +13,7 @@ import torch
 
 from .atomic import write_bytes, write_text
 from .errors import ImageReadError
+from .inputs import unique_stems
 from .io import read_image
 from .pipeline import Pipeline
 
@@ -32,7 +33,8 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    names = pipe.class_names
+    classes = pipe.class_names
+    names = dict(zip(paths, unique_stems(paths)))  # output file names
     rows: list[dict] = []
     bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
     step = pipe.classifier.batch_size
@@ -49,10 +51,12 @@ def predict_files(
             batch = torch.from_numpy(np.stack(images))[:, None]
             preds = pipe.predict(batch)
             shares = (
-                _explain(pipe, batch, preds, ok, Path(explain_dir)) if explain_dir is not None else [None] * len(ok)
+                _explain(pipe, batch, preds, [names[q] for q in ok], Path(explain_dir))
+                if explain_dir is not None
+                else [None] * len(ok)
             )
             for path, p, share in zip(ok, preds, shares):
-                row = {"path": str(path), "predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in names}}
+                row = {"path": str(path), "predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
                 row["lung_fraction"] = "" if np.isnan(p.lung_fraction) else round(p.lung_fraction, 5)
                 row["box"] = " ".join(map(str, p.box)) if p.box else ""
                 row["flags"] = ";".join(p.flags)
@@ -65,14 +69,14 @@ def predict_files(
     return rows
 
 
-def _explain(pipe: Pipeline, batch: torch.Tensor, preds, paths: Sequence[Path], out: Path) -> list[float]:
+def _explain(pipe: Pipeline, batch: torch.Tensor, preds, names: Sequence[str], out: Path) -> list[float]:
     from .explain import heatmap_overlay
 
     out.mkdir(parents=True, exist_ok=True)
     results = pipe.explain(batch, targets=[pipe.class_names.index(p.label) for p in preds])
-    for path, r in zip(paths, results):
+    for name, r in zip(names, results):
         ok, png = cv2.imencode(".png", heatmap_overlay(r["input"], r["cam"], r["lung"]))
-        write_bytes(out / f"{path.stem}.png", png.tobytes())
+        write_bytes(out / f"{name}.png", png.tobytes())
     return [r["in_lung_share"] for r in results]
 
 

@@ -35,3 +35,13 @@ def expand_inputs(items: Sequence[str | Path]) -> tuple[list[Path], list[dict[st
         else:
             problems.append({"path": str(p), "reason": "no such file or folder"})
     return list(dict.fromkeys(paths)), problems
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output names for ``paths``: each file's stem, with ``_2``, ``_3``... where stems repeat."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        names.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
+    return names

@@ -189,6 +189,8 @@ class Pipeline:
                 if a.min() < 0 or a.max() > 1:
                     raise ValueError(f"float images must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}]")
                 a = np.round(a * 255).astype(np.uint8)
+            if a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4:
+                raise ValueError(f"got a colour array of shape {a.shape}; pass grayscale (H, W) images, or file paths")
             a = a.reshape((-1,) + a.shape[-2:]) if a.ndim in (3, 4) else a[None]
             if a.ndim != 3:
                 raise ValueError(

@@ -24,7 +24,9 @@ def _scores(preds: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, float
     """Accuracy and macro F1 averaged over seeds; preds (S, N)."""
     y = torch.from_numpy(labels)
     acc = float((preds == labels[None]).mean())
-    f1 = float(np.mean([multiclass_f1_score(torch.from_numpy(p), y, num_classes=k, average="macro").item() for p in preds]))
+    f1 = float(
+        np.mean([multiclass_f1_score(torch.from_numpy(p), y, num_classes=k, average="macro").item() for p in preds])
+    )
     return acc, f1
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..atomic import write_bytes, write_text
 from ..errors import ImageReadError
+from ..inputs import unique_stems
 from ..io import decode_image, resize_image
 from .postprocess import postprocess
 from .segmenter import Segmenter, SegmentResult, describe
@@ -72,7 +73,7 @@ def segment_files(
     out = Path(out)
     for sub in ("masks", "overlays", "crops"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    names = _unique_names(paths)
+    names = unique_stems(paths)
     rows: list[dict] = []
     s = segmenter.cfg.image_size
     bar = tqdm(total=len(paths), desc="segmenting", unit="img", disable=not progress)
@@ -126,15 +127,6 @@ def _png(array: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
-
-
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        names.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
-    return names
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
