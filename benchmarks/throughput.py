@@ -53,6 +53,32 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def naive_epochs(loader: DataLoader, step, epochs: int, device: torch.device) -> dict:
+    """Run ``step(batch) -> images`` over ``loader`` for ``epochs``; images/s of the best epoch after the first."""
+    rates = []
+    reset_peak(device)
+    for _ in range(epochs):
+        sync(device)
+        t0, n = time.perf_counter(), 0
+        for batch in loader:
+            n += step(batch)
+        sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+
+def timed_runs(run, images: int, repeats: int, device: torch.device) -> dict:
+    """Images/s of ``run()`` (which processes ``images`` images) over ``repeats`` calls after one warm-up."""
+    run()
+    reset_peak(device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    sync(device)
+    return {"img_s": images * repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+
+
 def seg_train_lungcls(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.device, run: Path) -> dict:
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=str(device), compile=args.compile)
     seed_everything(0)
@@ -76,23 +102,18 @@ def seg_train_naive(manifest: Manifest, cfg: SegmenterConfig, args, device: torc
     data = ImageDataset(manifest, size=(cfg.image_size, cfg.image_size))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda")  # fmt: skip
-    rates = []
-    reset_peak(device)
-    for _ in range(args.epochs):
-        sync(device)
-        t0, n = time.perf_counter(), 0
-        for batch in loader:
-            x = (batch["image"].to(device).float() / 255 - 0.5) / 0.25
-            y = batch["mask"].to(device).float()
-            logits = model(x)
-            loss = dice(logits, y) + bce(logits, y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            n += x.shape[0]
-        sync(device)
-        rates.append(n / (time.perf_counter() - t0))
-    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+    def step(batch) -> int:
+        x = (batch["image"].to(device).float() / 255 - 0.5) / 0.25
+        y = batch["mask"].to(device).float()
+        logits = model(x)
+        loss = dice(logits, y) + bce(logits, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return x.shape[0]
+
+    return naive_epochs(loader, step, args.epochs, device)
 
 
 def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.device, naive: bool) -> dict:
@@ -113,14 +134,7 @@ def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.devi
         def run() -> None:
             segmenter.probabilities(images)
 
-    run()  # warm-up
-    reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    sync(device)
-    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+    return timed_runs(run, n, args.repeats, device)
 
 
 def cls_train_lungcls(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.device, run: Path) -> dict:
@@ -153,21 +167,16 @@ def cls_train_naive(manifest: Manifest, cfg: ClassifierConfig, args, device: tor
     data = ImageDataset(manifest, size=(cfg.image_size, cfg.image_size))  # decoded and resized to 224 by the workers
     loader = DataLoader(data, batch_size=args.cls_batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda")  # fmt: skip
-    rates = []
-    reset_peak(device)
-    for _ in range(args.epochs):
-        sync(device)
-        t0, n = time.perf_counter(), 0
-        for batch in loader:
-            x = (batch["image"].to(device).float() / 255 - cfg.mean) / cfg.std
-            loss = torch.nn.functional.cross_entropy(model(x), batch["label"].to(device), label_smoothing=0.1)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            n += x.shape[0]
-        sync(device)
-        rates.append(n / (time.perf_counter() - t0))
-    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+
+    def step(batch) -> int:
+        x = (batch["image"].to(device).float() / 255 - cfg.mean) / cfg.std
+        loss = torch.nn.functional.cross_entropy(model(x), batch["label"].to(device), label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return x.shape[0]
+
+    return naive_epochs(loader, step, args.epochs, device)
 
 
 def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.device, naive: bool) -> dict:
@@ -190,14 +199,7 @@ def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.dev
         def run() -> None:
             clf.probabilities(images)
 
-    run()
-    reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    sync(device)
-    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+    return timed_runs(run, n, args.repeats, device)
 
 
 def pipeline_predict(
@@ -232,14 +234,7 @@ def pipeline_predict(
         def run() -> None:
             pipe.predict(images)
 
-    run()
-    reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    sync(device)
-    return {"img_s": n * args.repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
+    return timed_runs(run, n, args.repeats, device)
 
 
 def main() -> None:
