@@ -117,6 +117,9 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (CPU always runs fp32).
         channels_last: memory format on CUDA.
         compile: ``torch.compile`` the model.
+        deterministic: deterministic kernels only (``torch.use_deterministic_algorithms``; slower on
+            CUDA, where ``grid_sample``/``roi_align`` backward and cuDNN autotuning are otherwise
+            nondeterministic). CPU runs with the same seed are reproducible either way.
         device: ``auto`` (CUDA when available), ``cuda``, ``cuda:1``, ``cpu``.
         placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
         label_smoothing: cross-entropy label smoothing (classification only).
@@ -135,6 +138,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    deterministic: bool = False
     device: str = "auto"
     placement: str = "auto"
     label_smoothing: float = 0.0

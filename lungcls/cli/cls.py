@@ -36,9 +36,15 @@ def train_cls(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")
+    ] = False,
     cache: Annotated[Optional[Path], typer.Option(help="Where to cache the data (default OUT/cache).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")
     ] = False,
 ) -> None:
     """Train the ResNet-50 classifier (stage 2) on raw or lung-masked/cropped CXRs; evaluates Val and Test at the end."""
@@ -51,12 +57,20 @@ def train_cls(
     model = ClassifierConfig(
         arch=arch, mode=mode, margin=margin, image_size=image_size, mask_source=source, pretrained=pretrained
     )
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device, compile=compile,
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device, compile=compile, deterministic=deterministic,
                         label_smoothing=label_smoothing, class_weighting=class_weighting)  # fmt: skip
     _refuse_out_inside_inputs(out, data, force=False)
     try:
         result = train_classifier(
-            data, out, model, train, seg_model=seg_model, weights_file=weights, cache_dir=cache, resume=resume
+            data,
+            out,
+            model,
+            train,
+            seg_model=seg_model,
+            weights_file=weights,
+            cache_dir=cache,
+            resume=resume,
+            strict=strict,
         )
     except (LungclsError, ValueError) as e:
         raise _fail(e) from None

@@ -30,12 +30,18 @@ def train_seg(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")
+    ] = False,
     placement: Annotated[
         str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")
     ] = "auto",
     cache: Annotated[Optional[Path], typer.Option(help="Where to cache the data (default OUT/cache).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")
     ] = False,
 ) -> None:
     """Train the lung U-Net (stage 1) on the images that have lung masks."""
@@ -58,11 +64,12 @@ def train_seg(
         seed=seed,
         device=device,
         compile=compile,
+        deterministic=deterministic,
         placement=placement,
     )
     _refuse_out_inside_inputs(out, data, force=False)
     try:
-        result = train_segmenter(data, out, model, train, cache_dir=cache, resume=resume)
+        result = train_segmenter(data, out, model, train, cache_dir=cache, resume=resume, strict=strict)
     except (LungclsError, ValueError) as e:
         raise _fail(e) from None
     typer.echo(f"best val Dice {result.best_metric:.4f} at epoch {result.best_epoch}; run written to {out}")

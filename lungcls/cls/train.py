@@ -59,6 +59,7 @@ def train_classifier(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end=None,
+    strict: bool = False,
 ) -> FitResult:
     """Train the ResNet-50 on ``data`` in ``model.mode``, then evaluate it on Val and Test.
 
@@ -85,7 +86,12 @@ def train_classifier(
     if len(data) == 1 and is_cache(data[0]):  # the classifier reads whatever size the cache holds
         model.working_size = PackedCache.open(data[0]).size[0]
     cache = open_training_data(
-        data, cache_dir or out / "cache", size=model.working_size, split_seed=train.seed, progress=progress
+        data,
+        cache_dir or out / "cache",
+        size=model.working_size,
+        split_seed=train.seed,
+        progress=progress,
+        strict=strict,
     )
     model.working_size = cache.size[0]
     masks = None

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
 from .cache import PackedCache, cached_duplicates, is_cache, prepare_cache
 from .sources import open_dataset
@@ -23,6 +25,7 @@ def open_training_data(
     split_seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> PackedCache:
     """A packed cache with Train and Val splits for ``paths``.
 
@@ -31,13 +34,16 @@ def open_training_data(
     the shared sets, split ``All``) is split here: seeded, class-stratified, patient-grouped,
     duplicates kept on one side.
 
+    A patient or a picture found in two splits is logged as a warning, or with ``strict`` raised.
+
     Raises:
-        DataError: no data, or a cache without Train/Val splits.
+        DataError: no data, a cache without Train/Val splits, or (``strict``) a leak between splits.
     """
     if len(paths) == 1 and is_cache(paths[0]):
         cache = PackedCache.open(paths[0])  # any size: the tasks resize batches to their model's size
         if not {"Train", "Val"} <= {s.split for s in cache.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
+        check_leaks(cache, strict)
         return cache
     manifest = open_dataset(paths).manifest
     if not {"Train", "Val"} <= set(manifest.splits):
@@ -45,7 +51,9 @@ def open_training_data(
         duplicates = cached_duplicates(manifest, cache_dir, workers=workers, progress=progress)
         manifest = make_split(manifest, val=val, test=test, seed=split_seed, duplicates=duplicates)
     prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
-    return PackedCache.open(cache_dir)
+    cache = PackedCache.open(cache_dir)
+    check_leaks(cache, strict)
+    return cache
 
 
 def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, progress: bool = True) -> PackedCache:
@@ -54,3 +62,31 @@ def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, 
         return PackedCache.open(paths[0])
     prepare_cache(open_dataset(paths).manifest, scratch, size=(size, size), progress=progress)
     return PackedCache.open(scratch)
+
+
+def split_leaks(cache: PackedCache) -> dict[str, list]:
+    """Patients, and pictures (exact or near duplicates), that sit in more than one split of ``cache``."""
+    from .duplicates import duplicate_groups
+
+    sides: dict[str, set[str]] = {}
+    for s in cache.samples:
+        if s.patient:
+            sides.setdefault(s.patient, set()).add(s.split)
+    groups = duplicate_groups(cache.hashes, np.asarray(cache.thumbs))
+    return {
+        "patients": sorted(p for p, sp in sides.items() if len(sp) > 1),
+        "images": [[cache.samples[i].image for i in g] for g in groups if len({cache.samples[i].split for i in g}) > 1],
+    }
+
+
+def check_leaks(cache: PackedCache, strict: bool = False) -> dict[str, list]:
+    """Warn loudly (or, with ``strict``, raise) when a patient or a picture is in two splits."""
+    leaks = split_leaks(cache)
+    if leaks["patients"] or leaks["images"]:
+        msg = (f"{cache.path}: DATA LEAK between splits: {len(leaks['patients'])} patient(s) "
+               f"(e.g. {', '.join(leaks['patients'][:3]) or '-'}) and {len(leaks['images'])} duplicated picture(s) "
+               f"(e.g. {' == '.join(leaks['images'][0]) if leaks['images'] else '-'}) are in more than one split")  # fmt: skip
+        if strict:
+            raise DataError(msg + "; re-split with `lungcls data split`, or drop --strict")
+        log.warning(msg)
+    return leaks

@@ -71,6 +71,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def use_deterministic_kernels() -> None:
+    """Deterministic kernels only (raises on an op that has none); sets the cuBLAS workspace it needs."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def learning_rate(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
     """Linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``lr * min_lr_ratio``."""
     if step < warmup:
@@ -103,6 +113,8 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model, device = task.model, task.device
+    if cfg.deterministic:
+        use_deterministic_kernels()
     optimizer = torch.optim.AdamW(unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:

@@ -32,6 +32,7 @@ def train_segmenter(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end=None,
+    strict: bool = False,
 ) -> FitResult:
     """Train a lung U-Net on the images of ``data`` that have lung masks.
 
@@ -48,7 +49,12 @@ def train_segmenter(
         post = from_dict(PostprocessConfig, saved["postprocess"])
     model, train, post = model or SegmenterConfig(), train or TrainConfig(), post or PostprocessConfig()
     cache = open_training_data(
-        data, cache_dir or out / "cache", size=model.image_size, split_seed=train.seed, progress=progress
+        data,
+        cache_dir or out / "cache",
+        size=model.image_size,
+        split_seed=train.seed,
+        progress=progress,
+        strict=strict,
     )
     device = resolve_device(train.device)
     train_rows, val_rows = (cache.indices(s, with_mask=True) for s in ("Train", "Val"))
