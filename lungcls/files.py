@@ -9,12 +9,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from .atomic import write_bytes, write_text
-from .errors import ImageReadError
 from .inputs import unique_stems
-from .io import read_image
 from .pipeline import Pipeline
 
 
@@ -39,41 +36,36 @@ def predict_files(
     bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
     step = pipe.classifier.batch_size
     for start in range(0, len(paths), step):
-        chunk = paths[start : start + step]
-        images, ok = [], []
-        for path in chunk:
-            try:
-                images.append(read_image(path, (pipe.size, pipe.size)))
-                ok.append(path)
-            except ImageReadError as e:
-                rows.append({"path": str(path), "error": e.reason})
-        if images:
-            batch = torch.from_numpy(np.stack(images))[:, None]
-            preds = pipe.predict(batch)
-            shares = (
-                _explain(pipe, batch, preds, [names[q] for q in ok], Path(explain_dir))
-                if explain_dir is not None
-                else [None] * len(ok)
+        chunk = list(paths[start : start + step])
+        preds = pipe.predict(chunk)  # unreadable files come back with .error set
+        ok = [(path, p) for path, p in zip(chunk, preds) if p.error is None]
+        shares: list[float | None] = [None] * len(ok)
+        if explain_dir is not None and ok:
+            shares = _explain(
+                pipe, [path for path, _ in ok], [p for _, p in ok], [names[q] for q, _ in ok], Path(explain_dir)
             )
-            for path, p, share in zip(ok, preds, shares):
-                row = {"path": str(path), "predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
-                row["lung_fraction"] = "" if np.isnan(p.lung_fraction) else round(p.lung_fraction, 5)
-                row["box"] = " ".join(map(str, p.box)) if p.box else ""
-                row["flags"] = ";".join(p.flags)
-                row["in_lung_saliency"] = "" if share is None or np.isnan(share) else round(float(share), 4)
-                rows.append(row | {"error": ""})
+        share_of = {path: share for (path, _), share in zip(ok, shares)}
+        for path, p in zip(chunk, preds):
+            if p.error is not None:
+                rows.append({"path": str(path), "error": p.error.split(": ", 1)[-1]})
+                continue
+            row = {"path": str(path), "predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
+            row["lung_fraction"] = "" if np.isnan(p.lung_fraction) else round(p.lung_fraction, 5)
+            row["box"] = " ".join(map(str, p.box)) if p.box else ""
+            row["flags"] = ";".join(p.flags)
+            share = share_of[path]
+            row["in_lung_saliency"] = "" if share is None or np.isnan(share) else round(float(share), 4)
+            rows.append(row | {"error": ""})
         bar.update(len(chunk))
     bar.close()
-    order = {str(p): k for k, p in enumerate(paths)}
-    rows.sort(key=lambda r: order[r["path"]])
     return rows
 
 
-def _explain(pipe: Pipeline, batch: torch.Tensor, preds, names: Sequence[str], out: Path) -> list[float]:
+def _explain(pipe: Pipeline, paths: Sequence[Path], preds, names: Sequence[str], out: Path) -> list[float]:
     from .explain import heatmap_overlay
 
     out.mkdir(parents=True, exist_ok=True)
-    results = pipe.explain(batch, targets=[pipe.class_names.index(p.label) for p in preds])
+    results = pipe.explain(list(paths), targets=[pipe.class_names.index(p.label) for p in preds])
     for name, r in zip(names, results):
         ok, png = cv2.imencode(".png", heatmap_overlay(r["input"], r["cam"], r["lung"]))
         write_bytes(out / f"{name}.png", png.tobytes())

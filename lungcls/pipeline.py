@@ -25,7 +25,7 @@ from .atomic import write_json, write_text
 from .checkpoint import read_json
 from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
-from .errors import CheckpointError, LungclsError
+from .errors import CheckpointError, ImageReadError, LungclsError
 from .io import read_image, resize_image
 from .seg.segmenter import Segmenter
 
@@ -41,7 +41,8 @@ class Prediction:
         mask: uint8 (S, S) lung mask in {0, 1} at the working size (None without a segmenter).
         box: lung bounding box (x0, y0, x1, y1) at the working size, or None.
         lung_fraction: share of the image that is lung.
-        flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``.
+        flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``, ``unreadable``.
+        error: why the image could not be read (file and reason), else None.
     """
 
     label: str
@@ -50,6 +51,7 @@ class Prediction:
     box: tuple[int, int, int, int] | None
     lung_fraction: float
     flags: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 class Pipeline:
@@ -177,12 +179,28 @@ class Pipeline:
 
         Accepts a path, a uint8 array or tensor (H, W), (N, H, W) or (N, 1, H, W), or a list of
         these. Float arrays/tensors must be in [0, 1].
+
+        Raises:
+            ImageReadError: a path could not be read (the batch methods go on past it instead).
         """
+        batch, slots = self._gather(images)
+        for slot in slots:
+            if isinstance(slot, ImageReadError):
+                raise slot
+        return batch
+
+    def _gather(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[int | ImageReadError]]:
+        """(batch of the readable images, per input image: its row in the batch, or the read error)."""
         items = images if isinstance(images, (list, tuple)) else [images]
-        out = []
+        out: list[np.ndarray] = []
+        slots: list[int | ImageReadError] = []
         for item in items:
             if isinstance(item, (str, Path)):
-                out.append(read_image(item, (self.size, self.size))[None])
+                try:
+                    out.append(read_image(item, (self.size, self.size)))
+                    slots.append(len(out) - 1)
+                except ImageReadError as e:
+                    slots.append(e)
                 continue
             a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
             if a.dtype != np.uint8:
@@ -196,37 +214,45 @@ class Pipeline:
                 raise ValueError(
                     f"expected an image (H, W) or a batch (N, H, W) / (N, 1, H, W), got shape {item.shape}"
                 )
-            out.append(np.stack([resize_image(np.ascontiguousarray(x), (self.size, self.size)) for x in a]))
-        return (
-            torch.from_numpy(np.concatenate(out))[:, None]
+            for x in a:
+                out.append(resize_image(np.ascontiguousarray(x), (self.size, self.size)))
+                slots.append(len(out) - 1)
+        batch = (
+            torch.from_numpy(np.stack(out))[:, None]
             if out
             else torch.empty(0, 1, self.size, self.size, dtype=torch.uint8)
         )
+        return batch, slots
 
-    def segment(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
-        """Lung masks, uint8 (S, S) in {0, 1}, one per image."""
+    def segment(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray | None]:
+        """Lung masks, uint8 (S, S) in {0, 1}, one per image (None for a file that could not be read)."""
         if self.segmenter is None:
             raise LungclsError("this pipeline has no segmenter")
-        return [r.mask for r in self.segmenter.segment(self.images(images))]
+        return [p.mask if p.error is None else None for p in self.predict(images)]
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
-        """Class probabilities, float (N, K), in the order of :attr:`class_names`."""
-        return np.array([[p.probs[n] for n in self.class_names] for p in self.predict(images)], dtype=np.float32)
+        """Class probabilities, float (N, K), in the order of :attr:`class_names` (NaN rows for unreadable files)."""
+        rows = [[p.probs[n] for n in self.class_names] if p.error is None else [np.nan] * len(self.class_names)
+                for p in self.predict(images)]  # fmt: skip
+        return np.array(rows, dtype=np.float32).reshape(-1, len(self.class_names))
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
-        """One :class:`Prediction` per image."""
-        batch = self.images(images)
-        segs = self.segmenter.segment(batch) if self.segmenter is not None else None
+        """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest go on."""
+        batch, slots = self._gather(images)
+        segs = self.segmenter.segment(batch) if self.segmenter is not None and len(batch) else None
         masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
         probs, empty = self.classifier.probabilities(batch, masks if self.classifier.needs_masks else None)
         out = []
-        for k in range(len(batch)):
-            s = segs[k] if segs else None
-            flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[k]) else [])
+        for slot in slots:
+            if isinstance(slot, ImageReadError):
+                out.append(Prediction("", {}, None, None, float("nan"), ["unreadable"], error=str(slot)))
+                continue
+            s = segs[slot] if segs else None
+            flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[slot]) else [])
             out.append(
                 Prediction(
-                    label=self.class_names[int(probs[k].argmax())],
-                    probs={n: float(probs[k, c]) for c, n in enumerate(self.class_names)},
+                    label=self.class_names[int(probs[slot].argmax())],
+                    probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
                     mask=s.mask if s else None,
                     box=s.bbox if s else None,
                     lung_fraction=s.lung_fraction if s else float("nan"),

@@ -124,3 +124,17 @@ def test_prepare_streams_memory_does_not_hold_the_dataset(tmp_path):
     grown = psutil.Process().memory_info().rss - before
     # 400 images = 26 MB of pixels at 256 px plus 105 MB decoded at 512 px; streaming keeps neither
     assert grown < 40e6, f"RSS grew by {grown / 1e6:.0f} MB"
+
+
+def test_a_mask_that_is_not_binary_is_flagged_and_any_nonzero_is_lung(tmp_path, radiologist100):
+    import cv2
+
+    image = sorted((radiologist100 / "Lung Segmentation Data" / "All" / "COVID-19" / "images").iterdir())[0]
+    grey = np.zeros((256, 256), np.uint8)
+    grey[60:200, 40:120] = 128
+    grey[60:200, 140:220] = 255  # two values for "lung"
+    cv2.imwrite(str(tmp_path / "m.png"), grey)
+    prepare_cache(Manifest([Sample(str(image), 0, mask=str(tmp_path / "m.png"))]), tmp_path / "cache", progress=False)
+    cache = PackedCache.open(tmp_path / "cache")
+    assert cache.meta["samples"][0]["mask_status"] == "not-binary"
+    assert cache.masks[0][100, 80] == 1 and cache.masks[0][100, 180] == 1 and cache.masks[0][10, 10] == 0

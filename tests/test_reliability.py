@@ -31,7 +31,9 @@ TINY = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channel
 def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("rel")
     manifest = discover(write_phantom_set(root, per_class=20, size=64)).manifest
-    prepare_cache(make_split(manifest, val=0.2, test=0.2, seed=0), root / "cache", size=(64, 64), workers=0, progress=False)
+    prepare_cache(
+        make_split(manifest, val=0.2, test=0.2, seed=0), root / "cache", size=(64, 64), workers=0, progress=False
+    )
     return root / "cache"
 
 
@@ -51,7 +53,9 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(cache, tmp_path)
     cmd = [sys.executable, "-m", "lungcls", "train-seg", str(cache), "--encoder", "resnet18", "--encoder-depth", "3",
            "--image-size", "64", "--epochs", "3", "--batch-size", "4", "--device", "cpu", "--seed", "3"]  # fmt: skip
     subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = tmp_path / "cut" / "last.json"
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -62,7 +66,10 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(cache, tmp_path)
     assert proc.returncode == -signal.SIGKILL
     assert json.loads(last.read_text())["epoch"] == 0  # killed before the second epoch was saved
     subprocess.run([*cmd, "--out", str(tmp_path / "cut"), "--resume"], check=True, capture_output=True, timeout=600)
-    whole, resumed = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    whole, resumed = (
+        load_file(tmp_path / "whole" / "last.safetensors"),
+        load_file(tmp_path / "cut" / "last.safetensors"),
+    )
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 

@@ -154,7 +154,9 @@ def test_bad_configs_and_checkpoints_name_the_problem(tmp_path):
 
 def test_the_unet_trains_at_its_own_size_from_a_larger_cache(tmp_path, real_cache):
     small = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=32)
-    result = train_segmenter([real_cache], tmp_path / "run", small, tiny_train(epochs=1), progress=False)  # the cache is 64 px
+    result = train_segmenter(
+        [real_cache], tmp_path / "run", small, tiny_train(epochs=1), progress=False
+    )  # the cache is 64 px
     assert 0 < result.best_metric <= 1
     images = torch.from_numpy(np.array(PackedCache.open(real_cache).images[:2]))[:, None]
     assert Segmenter.load(tmp_path / "run", device="cpu").probabilities(images).shape == (2, 1, 64, 64)
