@@ -111,3 +111,37 @@ def test_leaks_between_splits_warn_and_strict_refuses(cache, tmp_path, caplog):
     assert "DATA LEAK between splits" in caplog.text
     with pytest.raises(DataError, match="DATA LEAK"):
         train_segmenter([tmp_path / "leaky"], tmp_path / "strict", TINY, fast, progress=False, strict=True)
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path):
+    from lungcls.atomic import atomic_path, write_text
+
+    target = tmp_path / "report.json"
+    write_text(target, "old and complete")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new but half")
+            raise RuntimeError("killed while writing")
+    assert target.read_text() == "old and complete" and list(tmp_path.iterdir()) == [target]
+
+
+def test_pretrained_weights_are_never_downloaded(tmp_path, monkeypatch):
+    from lungcls.models import build_classifier
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError, match="never downloads"):
+        build_classifier(ClassifierConfig(arch="resnet18", pretrained=True))
+
+
+def test_inspect_strict_turns_a_leak_into_exit_1(tmp_path, cache):
+    from typer.testing import CliRunner
+
+    from lungcls.cli import app
+
+    samples = PackedCache.open(cache).manifest.samples
+    a, b = samples[0], samples[1]
+    rows = ["image,label,split,patient_id", f"{a.image},{a.class_name},Train,p1", f"{b.image},{b.class_name},Test,p1"]
+    (tmp_path / "leak.csv").write_text("\n".join(rows) + "\n")
+    assert CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "leak.csv")]).exit_code == 0
+    strict = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "leak.csv"), "--strict"])
+    assert strict.exit_code == 1 and "in more than one split: 1" in strict.output
