@@ -24,6 +24,7 @@ UNREADABLE = {
     "truncated.png": "truncated or corrupt",
     "truncated.jpg": "truncated or corrupt",
     "corrupt.png": "not an image",
+    "corrupt.jpg": "not an image",
     "text.png": "not an image",
     "page.png": "not an image",
     "bomb.png": "over the limit",
@@ -60,6 +61,7 @@ def make_zoo(folder: Path) -> Path:
     (folder / "truncated.png").write_bytes(png.tobytes()[: len(png) // 2])
     (folder / "truncated.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)  # JPEG marker, then garbage
     (folder / "text.png").write_text("just some text\n")
     (folder / "page.png").write_text("<!doctype html><html><body>404</body></html>")
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
