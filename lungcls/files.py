@@ -9,8 +9,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from .atomic import write_bytes, write_text
+from .errors import ImageReadError
 from .inputs import unique_stems
 from .pipeline import Pipeline
 
@@ -37,23 +39,21 @@ def predict_files(
     step = pipe.classifier.batch_size
     for start in range(0, len(paths), step):
         chunk = list(paths[start : start + step])
-        preds = pipe.predict(chunk)  # unreadable files come back with .error set
-        ok = [(path, p) for path, p in zip(chunk, preds) if p.error is None]
-        shares: list[float | None] = [None] * len(ok)
-        if explain_dir is not None and ok:
-            shares = _explain(
-                pipe, [path for path, _ in ok], [p for _, p in ok], [names[q] for q, _ in ok], Path(explain_dir)
-            )
-        share_of = {path: share for (path, _), share in zip(ok, shares)}
-        for path, p in zip(chunk, preds):
-            if p.error is not None:
-                rows.append({"path": str(path), "error": p.error.split(": ", 1)[-1]})
+        batch, slots = pipe.load_batch(chunk)  # each file decoded once; unreadable ones keep their error
+        preds = pipe.predict(batch) if len(batch) else []
+        shares: list[float | None] = [None] * len(preds)
+        if explain_dir is not None and preds:
+            readable = [path for path, slot in zip(chunk, slots) if not isinstance(slot, ImageReadError)]
+            shares = _explain(pipe, batch, preds, [names[q] for q in readable], Path(explain_dir))
+        for path, slot in zip(chunk, slots):
+            if isinstance(slot, ImageReadError):
+                rows.append({"path": str(path), "error": slot.reason})
                 continue
+            p, share = preds[slot], shares[slot]
             row = {"path": str(path), "predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
             row["lung_fraction"] = "" if np.isnan(p.lung_fraction) else round(p.lung_fraction, 5)
             row["box"] = " ".join(map(str, p.box)) if p.box else ""
             row["flags"] = ";".join(p.flags)
-            share = share_of[path]
             row["in_lung_saliency"] = "" if share is None or np.isnan(share) else round(float(share), 4)
             rows.append(row | {"error": ""})
         bar.update(len(chunk))
@@ -61,11 +61,11 @@ def predict_files(
     return rows
 
 
-def _explain(pipe: Pipeline, paths: Sequence[Path], preds, names: Sequence[str], out: Path) -> list[float]:
+def _explain(pipe: Pipeline, batch: torch.Tensor, preds, names: Sequence[str], out: Path) -> list[float]:
     from .explain import heatmap_overlay
 
     out.mkdir(parents=True, exist_ok=True)
-    results = pipe.explain(list(paths), targets=[pipe.class_names.index(p.label) for p in preds])
+    results = pipe.explain(batch, targets=[pipe.class_names.index(p.label) for p in preds])
     for name, r in zip(names, results):
         ok, png = cv2.imencode(".png", heatmap_overlay(r["input"], r["cam"], r["lung"]))
         write_bytes(out / f"{name}.png", png.tobytes())

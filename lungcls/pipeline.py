@@ -183,14 +183,19 @@ class Pipeline:
         Raises:
             ImageReadError: a path could not be read (the batch methods go on past it instead).
         """
-        batch, slots = self._gather(images)
+        batch, slots = self.load_batch(images)
         for slot in slots:
             if isinstance(slot, ImageReadError):
                 raise slot
         return batch
 
-    def _gather(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[int | ImageReadError]]:
-        """(batch of the readable images, per input image: its row in the batch, or the read error)."""
+    def load_batch(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[int | ImageReadError]]:
+        """Read what :meth:`images` accepts, going on past unreadable files.
+
+        Returns:
+            (batch uint8 (M, 1, S, S) of the readable images, one slot per input image: its row in
+            the batch, or the :class:`ImageReadError` that stopped it).
+        """
         items = images if isinstance(images, (list, tuple)) else [images]
         out: list[np.ndarray] = []
         slots: list[int | ImageReadError] = []
@@ -238,7 +243,7 @@ class Pipeline:
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
         """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest go on."""
-        batch, slots = self._gather(images)
+        batch, slots = self.load_batch(images)
         segs = self.segmenter.segment(batch) if self.segmenter is not None and len(batch) else None
         masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
         probs, empty = self.classifier.probabilities(batch, masks if self.classifier.needs_masks else None)
