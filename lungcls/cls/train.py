@@ -15,7 +15,8 @@ from ..data.augment import DeviceAugment
 from ..data.cache import PackedCache, is_cache
 from ..data.loader import CacheLoader
 from ..data.training_data import open_training_data
-from ..engine.device import autocast, resolve_device
+from ..engine.device import autocast
+from ..engine.distributed import main_first, setup
 from ..engine.trainer import FitResult, fit, seed_everything
 from ..errors import DataError
 from ..masking import check_mode
@@ -82,16 +83,19 @@ def train_classifier(
     if model.mask_source == "predicted" and seg_model is None:
         raise DataError(f"mode {model.mode!r} with predicted masks needs a stage-1 run (--seg-model RUN)")
     model.pretrained = model.pretrained or weights_file is not None
-    device = resolve_device(train.device)
     if len(data) == 1 and is_cache(data[0]):  # the classifier reads whatever size the cache holds
         model.working_size = PackedCache.open(data[0]).size[0]
-    cache = open_training_data(
-        data,
-        cache_dir or out / "cache",
-        size=model.working_size,
-        split_seed=train.seed,
-        progress=progress,
-        strict=strict,
+    ranks, device = setup(train.device)
+    cache = main_first(
+        ranks,
+        lambda: open_training_data(
+            data,
+            cache_dir or out / "cache",
+            size=model.working_size,
+            split_seed=train.seed,
+            progress=progress,
+            strict=strict,
+        ),
     )
     model.working_size = cache.size[0]
     masks = None
@@ -110,8 +114,9 @@ def train_classifier(
 
     def loader(split: str, shuffle: bool) -> CacheLoader:
         r = rows[split]
+        shard = {"rank": ranks.rank, "world_size": ranks.world} if shuffle else {}  # training is sharded across ranks
         return CacheLoader(cache, r, train.batch_size, device, shuffle=shuffle, drop_last=shuffle and len(r) > train.batch_size,
-                           with_masks=model.mode != "raw", seed=train.seed, placement=train.placement, masks=masks)  # fmt: skip
+                           with_masks=model.mode != "raw", seed=train.seed, placement=train.placement, masks=masks, **shard)  # fmt: skip
 
     run_config = {
         "kind": "classifier",
@@ -127,8 +132,10 @@ def train_classifier(
         "environment": environment(),
     }
     result = fit(
-        task, loader("Train", True), loader("Val", False), train, out, run_config, resume, progress, on_epoch_end
+        task, loader("Train", True), loader("Val", False), train, out, run_config, resume, progress, on_epoch_end, ranks
     )
+    if not ranks.main:  # rank 0 evaluates and writes the reports
+        return result
     load_model(out / "model.safetensors", task.model)  # evaluate the best epoch
     for split in ("Val", "Test"):
         if len(rows[split]):

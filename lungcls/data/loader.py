@@ -53,6 +53,8 @@ class CacheLoader:
         placement: ``"auto"`` (GPU-resident when it fits), ``"device"`` or ``"host"``.
         masks: serve these uint8 (N, H, W) masks (aligned with the cache's rows, e.g. predicted
             by stage 1) instead of the cache's own.
+        rank, world_size: in a multi-process run, hold and serve only this rank's shard (every
+            ``world_size``-th row from ``rank``, cut to equal lengths so all ranks step together).
     """
 
     def __init__(
@@ -67,6 +69,8 @@ class CacheLoader:
         seed: int = 0,
         placement: str = "auto",
         masks: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if placement not in ("auto", "device", "host"):
             raise ValueError(f"placement must be 'auto', 'device' or 'host', not {placement!r}")
@@ -74,6 +78,8 @@ class CacheLoader:
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch = 0
         rows = np.sort(np.asarray(indices, dtype=np.int64))
+        if world_size > 1:
+            rows = rows[rank::world_size][: len(rows) // world_size]
         self.rows = torch.from_numpy(rows)
         # one read of the memory-map per row; (n, 1, H, W) uint8
         self.images = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))[:, None]

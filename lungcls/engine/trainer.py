@@ -39,6 +39,8 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..errors import LungclsError
 from .device import autocast
+from .distributed import Ranks, barrier, same_weights, wrap
+from .distributed import mean as distributed_mean
 
 
 class Task(Protocol):
@@ -100,6 +102,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> FitResult:
     """Train ``task.model`` on ``train`` batches, validating on ``val`` after every epoch.
 
@@ -109,10 +112,16 @@ def fit(
         run_config: the run's JSON config; saved as ``config.json`` with the best metrics added.
         resume: continue from ``run_dir/last.*`` (the epoch after the last completed one).
         on_epoch_end: called with (epoch, record) after each epoch is saved.
+        ranks: this process's place in a multi-process (torchrun) run: the model is wrapped in
+            DistributedDataParallel, ``train`` must serve this rank's shard, the train loss is
+            averaged over ranks, every rank validates on the whole of ``val`` (so early stopping
+            agrees), and only rank 0 writes files, logs and progress bars.
     """
+    ranks = ranks or Ranks()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model, device = task.model, task.device
+    progress = progress and ranks.main
     if cfg.deterministic:
         use_deterministic_kernels()
     optimizer = torch.optim.AdamW(unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -123,7 +132,10 @@ def fit(
     result, start, bad_epochs = FitResult(), 0, 0
     if resume:
         start, bad_epochs = _resume(run_dir, model, optimizer, result)
-    write_config(run_dir / "config.json", run_config)
+    # DDP starts every rank from rank 0's weights
+    task.model = model = wrap(model, ranks, device, getattr(task, "unused_parameters", False))
+    if ranks.main:
+        write_config(run_dir / "config.json", run_config)
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     for epoch in range(start, cfg.epochs):
         train.set_epoch(epoch)
@@ -142,7 +154,8 @@ def fit(
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": train_loss / max(seen, 1), "lr": lr, "seconds": seconds,
+        mean_loss = distributed_mean(train_loss / max(seen, 1), ranks, device)
+        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": lr, "seconds": seconds,
                   "train_img_s": seen / seconds}  # fmt: skip
         if val is not None:
             model.eval()
@@ -152,16 +165,21 @@ def fit(
         score = record.get(f"val_{task.metric}", -record["train_loss"] if task.mode == "max" else record["train_loss"])
         if result.best_epoch < 0 or better(score, result.best_metric):
             result.best_epoch, result.best_metric, bad_epochs = epoch + 1, float(score), 0
-            save_model(run_dir / "model.safetensors", model)
             run_config["metrics"] = {
                 "best_epoch": epoch + 1,
                 **{k: v for k, v in record.items() if k.startswith("val_")},
             }
-            write_config(run_dir / "config.json", run_config)
+            if ranks.main:
+                save_model(run_dir / "model.safetensors", model)
+                write_config(run_dir / "config.json", run_config)
         else:
             bad_epochs += 1
-        _save_last(run_dir, model, optimizer, epoch, result, bad_epochs)
-        _write_history(run_dir, result.history)
+        agree = same_weights(unwrap(model), ranks, device)
+        if ranks.main:
+            multi = {"world_size": ranks.world, "weights_agree": agree}
+            _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi)
+            _write_history(run_dir, result.history)
+        barrier(ranks)  # the files are complete before any rank goes on
         _log(progress, record, task.metric)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
@@ -193,13 +211,19 @@ def _step(
 
 
 def _save_last(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, result: FitResult, bad: int
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    result: FitResult,
+    bad: int,
+    extra: dict,
 ) -> None:
     tensors, groups = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in unwrap(model).state_dict().items()})
     save_weights(run_dir / "last.safetensors", tensors)
     state = {"epoch": epoch, "best_epoch": result.best_epoch, "best_metric": result.best_metric, "bad_epochs": bad,
-             "history": result.history, "param_groups": groups}  # fmt: skip
+             "history": result.history, "param_groups": groups, **extra}  # fmt: skip
     write_json(run_dir / "last.json", state)
 
 

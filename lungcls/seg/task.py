@@ -31,6 +31,7 @@ class SegmentationTask:
         self.cfg, self.device, self.augment = cfg, device, augment
         self.format = memory_format(device, channels_last)
         self.model = model.to(device, memory_format=self.format)
+        self.unused_parameters = cfg.encoder_depth < 5  # smp keeps the encoder stages a shallower U-Net skips
         self.dice_loss = smp.losses.DiceLoss("binary", from_logits=True)
         self.bce_loss = smp.losses.SoftBCEWithLogitsLoss()
 

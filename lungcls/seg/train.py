@@ -12,7 +12,7 @@ from ..data.augment import DeviceAugment
 from ..data.cache import PackedCache
 from ..data.loader import CacheLoader
 from ..data.training_data import open_training_data
-from ..engine.device import resolve_device
+from ..engine.distributed import main_first, setup
 from ..engine.trainer import FitResult, fit, seed_everything
 from ..errors import DataError
 from ..models import build_segmenter
@@ -48,15 +48,18 @@ def train_segmenter(
         model, train = from_dict(SegmenterConfig, saved["model"]), from_dict(TrainConfig, saved["train"])
         post = from_dict(PostprocessConfig, saved["postprocess"])
     model, train, post = model or SegmenterConfig(), train or TrainConfig(), post or PostprocessConfig()
-    cache = open_training_data(
-        data,
-        cache_dir or out / "cache",
-        size=model.image_size,
-        split_seed=train.seed,
-        progress=progress,
-        strict=strict,
+    ranks, device = setup(train.device)
+    cache = main_first(
+        ranks,
+        lambda: open_training_data(
+            data,
+            cache_dir or out / "cache",
+            size=model.image_size,
+            split_seed=train.seed,
+            progress=progress,
+            strict=strict,
+        ),
     )
-    device = resolve_device(train.device)
     train_rows, val_rows = (cache.indices(s, with_mask=True) for s in ("Train", "Val"))
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise DataError(f"{cache.path}: need lung masks in both Train ({len(train_rows)}) and Val ({len(val_rows)})")
@@ -69,7 +72,7 @@ def train_segmenter(
         task.model = torch.compile(task.model)
     loaders = [
         CacheLoader(cache, rows, train.batch_size, device, shuffle=shuffle, drop_last=shuffle and len(rows) > train.batch_size,
-                    seed=train.seed, placement=train.placement)
+                    seed=train.seed, placement=train.placement, **({"rank": ranks.rank, "world_size": ranks.world} if shuffle else {}))
         for rows, shuffle in ((train_rows, True), (val_rows, False))
     ]  # fmt: skip
     run_config = {
@@ -91,6 +94,7 @@ def train_segmenter(
         resume=resume,
         progress=progress,
         on_epoch_end=on_epoch_end,
+        ranks=ranks,
     )
 
 

@@ -1,0 +1,52 @@
+"""Data-parallel training with torchrun: 2 CPU processes (gloo) train a few steps and end with the same weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lungcls.data import discover, make_split, prepare_cache
+from lungcls.data.phantoms import write_phantom_set
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    manifest = discover(write_phantom_set(root, per_class=16, size=64)).manifest
+    prepare_cache(
+        make_split(manifest, val=0.2, test=0.2, seed=0), root / "cache", size=(64, 64), workers=0, progress=False
+    )
+    return root / "cache"
+
+
+def torchrun(*args: str) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "lungcls",
+        *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("stage", ["train-seg", "train-cls"])
+def test_two_processes_train_and_agree(cache, tmp_path, stage):
+    run = tmp_path / "run"
+    common = ["--out", str(run), "--epochs", "2", "--batch-size", "4", "--device", "cpu"]
+    if stage == "train-seg":
+        torchrun(stage, str(cache), "--encoder", "resnet18", "--encoder-depth", "3", "--image-size", "64", *common)
+    else:
+        torchrun(stage, str(cache), "--arch", "resnet18", "--image-size", "32", *common)
+    state = json.loads((run / "last.json").read_text())
+    assert state["world_size"] == 2 and state["weights_agree"] is True and len(state["history"]) == 2
+    assert (run / "model.safetensors").is_file() and not list(run.glob("*.tmp"))
