@@ -5,7 +5,8 @@
 #   2. stage 2 default recipe (ResNet-50, 224 px, 80 epochs, bf16) on the four PNG sets, raw and masked
 #      (stage-1 predicted masks), patient-grouped split; the reference table on Test, per source set too;
 #   3. benchmarks/throughput.py (U-Net and ResNet-50 training and inference img/s beside a naive baseline);
-#   4. benchmarks/data_throughput.py (PNG DataLoader vs packed cache + device augmentation).
+#   4. benchmarks/data_throughput.py (PNG DataLoader vs packed cache + device augmentation);
+#   5. with STUDY=1 only: the full benchmarks/masked_vs_raw.py study (4 modes x 3 seeds; long).
 # Usage: bash benchmarks/gpu_check.sh [DATA_ROOT] [OUT_DIR]
 # Through the device tool (at most 8 files come back): copy the four PNG sets into .gpu_data/ (git-ignored),
 #   carry it, and run: bash benchmarks/gpu_check.sh .gpu_data /tmp/gpu; tar czf $OUT/gpu.tgz -C /tmp gpu
@@ -50,6 +51,12 @@ done
 
 step "throughput"
 python3 benchmarks/throughput.py --device cuda --images 2048 --batch-size 64 --epochs 3 --out "$OUT" 2>&1 | tail -12
+if [ "${STUDY:-0}" = 1 ]; then  # the full masked-vs-raw study: 4 modes x 3 seeds x 80 epochs (long; off by default)
+  step "masked vs raw study"
+  python3 benchmarks/masked_vs_raw.py $SETS --seg-model "$RUNS/seg-default" --device cuda --out "$OUT/study" 2>&1 \
+    | grep -v "batch/s" | tail -30
+fi
+
 step "data throughput"
 python3 benchmarks/data_throughput.py --device cuda --out "$OUT" 2>&1 | tail -12
 ls -la "$OUT"
