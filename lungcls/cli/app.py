@@ -25,6 +25,19 @@ app.add_typer(data_app, name="data")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 Roots = Annotated[list[Path], typer.Argument(help="COVID-QU-Ex root(s) at any level, set folders, or CSV manifests.")]
+# training options shared by train-seg and train-cls (names follow TrainConfig's fields)
+Lr = Annotated[float, typer.Option(help="Peak AdamW learning rate.")]
+Patience = Annotated[int, typer.Option(help="Early stopping after this many epochs without improvement (0 = off).")]
+Seed = Annotated[int, typer.Option(help="Seeds weights, split, shuffling and augmentation.")]
+Device = Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")]
+Placement = Annotated[
+    str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")
+]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache", help="Where to cache the data (default OUT/cache).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: all CPU cores).")]
 
 

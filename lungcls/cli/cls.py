@@ -8,7 +8,21 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import LungclsError
-from .app import EXIT_SOME_FAILED, _fail, _refuse_out_inside_inputs, app
+from .app import (
+    EXIT_SOME_FAILED,
+    CacheDir,
+    Compile,
+    Deterministic,
+    Device,
+    Lr,
+    Patience,
+    Resume,
+    Seed,
+    Strict,
+    _fail,
+    _refuse_out_inside_inputs,
+    app,
+)
 
 
 @app.command("train-cls")
@@ -25,27 +39,21 @@ def train_cls(
     image_size: Annotated[int, typer.Option(help="Classifier input size in pixels.")] = 224,
     epochs: Annotated[int, typer.Option()] = 80,
     batch_size: Annotated[int, typer.Option()] = 64,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    lr: Lr = 1e-3,
     label_smoothing: Annotated[float, typer.Option()] = 0.1,
     class_weighting: Annotated[bool, typer.Option(help="Inverse-frequency class weights in the loss.")] = True,
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="Start from ImageNet weights in torchvision's cache.")
     ] = False,
     weights: Annotated[Optional[Path], typer.Option(help="Start from these ImageNet ResNet-50 weights.")] = None,
-    patience: Annotated[int, typer.Option(help="Early stopping patience in epochs (0 = off).")] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    deterministic: Annotated[
-        bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")
-    ] = False,
-    cache: Annotated[Optional[Path], typer.Option(help="Where to cache the data (default OUT/cache).")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")
-    ] = False,
+    patience: Patience = 0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    compile: Compile = False,
+    deterministic: Deterministic = False,
+    cache: CacheDir = None,
+    resume: Resume = False,
+    strict: Strict = False,
 ) -> None:
     """Train the ResNet-50 classifier (stage 2) on raw or lung-masked/cropped CXRs; evaluates Val and Test at the end."""
     from ..cls.train import train_classifier

@@ -8,7 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import LungclsError
-from .app import EXIT_SOME_FAILED, _fail, _refuse_out_inside_inputs, app
+from .app import (
+    EXIT_SOME_FAILED,
+    CacheDir,
+    Compile,
+    Deterministic,
+    Device,
+    Lr,
+    Patience,
+    Placement,
+    Resume,
+    Seed,
+    Strict,
+    _fail,
+    _refuse_out_inside_inputs,
+    app,
+)
 
 
 @app.command("train-seg")
@@ -23,26 +38,16 @@ def train_seg(
     image_size: Annotated[int, typer.Option(help="Working size in pixels.")] = 256,
     epochs: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    patience: Annotated[
-        int, typer.Option(help="Early stopping after this many epochs without improvement (0 = off).")
-    ] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    deterministic: Annotated[
-        bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")
-    ] = False,
-    placement: Annotated[
-        str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")
-    ] = "auto",
-    cache: Annotated[Optional[Path], typer.Option(help="Where to cache the data (default OUT/cache).")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")
-    ] = False,
+    lr: Lr = 1e-3,
+    patience: Patience = 0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    compile: Compile = False,
+    deterministic: Deterministic = False,
+    placement: Placement = "auto",
+    cache: CacheDir = None,
+    resume: Resume = False,
+    strict: Strict = False,
 ) -> None:
     """Train the lung U-Net (stage 1) on the images that have lung masks."""
     from ..config import SegmenterConfig, TrainConfig
