@@ -128,7 +128,7 @@ def fit(
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
-    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
     result, start, bad_epochs = FitResult(), 0, 0
     if resume:
         start, bad_epochs = _resume(run_dir, model, optimizer, result)
@@ -138,25 +138,8 @@ def fit(
         write_config(run_dir / "config.json", run_config)
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     for epoch in range(start, cfg.epochs):
-        train.set_epoch(epoch)
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-        t0, train_loss, seen = time.perf_counter(), 0.0, 0
-        model.train()
-        bar = _bar(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for k, batch in enumerate(train):
-            lr = learning_rate(epoch * steps_per_epoch + k, total, warmup, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _step(task, batch, generator, optimizer, cfg)
-            n = len(batch)
-            train_loss, seen = train_loss + loss * n, seen + n
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            bar.update(1)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        mean_loss = distributed_mean(train_loss / max(seen, 1), ranks, device)
-        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": lr, "seconds": seconds,
-                  "train_img_s": seen / seconds}  # fmt: skip
+        record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress)
+        record["train_loss"] = distributed_mean(record["train_loss"], ranks, device)
         if val is not None:
             model.eval()
             with torch.inference_mode(), autocast(device, cfg.amp):
@@ -187,6 +170,30 @@ def fit(
             result.stopped_early = True
             break
     return result
+
+
+def _train_epoch(
+    task: Task, train: Any, optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, warmup: int, progress: bool
+) -> dict[str, float]:
+    """One pass over ``train``; returns the epoch's record (mean train loss, last lr, time, images/s)."""
+    steps = len(train)
+    train.set_epoch(epoch)
+    generator = torch.Generator(device=task.device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
+    t0, total_loss, seen, lr = time.perf_counter(), 0.0, 0, cfg.lr
+    task.model.train()
+    bar = _bar(progress, steps, f"epoch {epoch + 1}/{cfg.epochs}")
+    for k, batch in enumerate(train):
+        lr = learning_rate(epoch * steps + k, cfg.epochs * steps, warmup, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _step(task, batch, generator, optimizer, cfg)
+        total_loss, seen = total_loss + loss * len(batch), seen + len(batch)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "seconds": seconds,
+            "train_img_s": seen / seconds}  # fmt: skip
 
 
 def _step(
