@@ -27,7 +27,7 @@ from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import CheckpointError, ImageReadError, LungclsError
 from .io import read_image, resize_image
-from .seg.segmenter import Segmenter
+from .seg.segmenter import Segmenter, describe_batch
 
 ImageLike = str | Path | np.ndarray | torch.Tensor
 
@@ -196,6 +196,12 @@ class Pipeline:
             (batch uint8 (M, 1, S, S) of the readable images, one slot per input image: its row in
             the batch, or the :class:`ImageReadError` that stopped it).
         """
+        if (
+            isinstance(images, torch.Tensor)
+            and images.dtype == torch.uint8
+            and images.shape[1:] == (1, self.size, self.size)
+        ):
+            return images, list(range(len(images)))  # already a batch at the working size: used as it is
         items = images if isinstance(images, (list, tuple)) else [images]
         out: list[np.ndarray] = []
         slots: list[int | ImageReadError] = []
@@ -244,8 +250,10 @@ class Pipeline:
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
         """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest go on."""
         batch, slots = self.load_batch(images)
-        segs = self.segmenter.segment(batch) if self.segmenter is not None and len(batch) else None
-        masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
+        masks, segs = None, None
+        if self.segmenter is not None and len(batch):
+            masks, flags = self.segmenter.masks(batch)  # on the device; the classifier reads them there
+            segs = describe_batch(masks, flags)
         probs, empty = self.classifier.probabilities(batch, masks if self.classifier.needs_masks else None)
         out = []
         for slot in slots:

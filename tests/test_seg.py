@@ -18,7 +18,8 @@ from lungcls.config import PostprocessConfig, SegmenterConfig, TrainConfig, from
 from lungcls.data import PackedCache, discover, make_split, prepare_cache
 from lungcls.engine.trainer import seed_everything
 from lungcls.seg.metrics import hausdorff95, mask_scores
-from lungcls.seg.postprocess import postprocess
+from lungcls.seg.components import count_components, label_components
+from lungcls.seg.postprocess import postprocess, postprocess_batch
 from lungcls.seg.segmenter import Segmenter
 from lungcls.seg.train import train_segmenter
 
@@ -100,6 +101,50 @@ def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
     assert kept[27, 17] == 0 and kept[3, 61] == 1
     empty, flags = postprocess(np.zeros((64, 64), np.float32))
     assert not empty.any() and flags == ["no-lung"]
+
+
+def blobby_maps(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Random smooth probability maps of assorted sizes: many components, holes, ties, touching borders."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    maps = []
+    for _ in range(n):
+        h, w = rng.integers(4, 72, size=2)
+        noise = gaussian_filter(rng.random((h, w)), sigma=rng.uniform(0.3, 3))
+        maps.append((((noise - noise.min()) / (np.ptp(noise) + 1e-9)) ** rng.uniform(0.3, 3)).astype(np.float32))
+    return maps
+
+
+def test_device_postprocessing_gives_the_same_masks_and_flags_as_scikit_image():
+    # the GPU path (postprocess_batch) runs here on CPU tensors: same code, same results
+    for cfg in (
+        PostprocessConfig(),
+        PostprocessConfig(keep_largest=1),
+        PostprocessConfig(keep_largest=3, fill_holes=False),
+    ):
+        for prob in blobby_maps(60):
+            mask, flags = postprocess(prob, cfg)
+            on_device, device_flags = postprocess_batch(torch.from_numpy(prob)[None, None], cfg)
+            assert np.array_equal(on_device[0, 0].numpy(), mask) and device_flags == [flags]
+
+
+def test_device_labelling_finds_the_same_components_as_scikit_image(radiologist100):
+    from skimage.measure import label
+
+    from lungcls.io import read_image
+
+    samples = [s for s in discover(radiologist100).manifest if s.mask][:8]
+    real = [read_image(s.mask, (128, 128)) > 127 for s in samples]
+    for mask in real + [m > 0.5 for m in blobby_maps(40, seed=1)]:
+        for connectivity, sk in ((8, 2), (4, 1)):
+            ours = label_components(torch.from_numpy(mask)[None, None], connectivity)[0, 0].numpy()
+            theirs = label(mask, connectivity=sk)
+            # the same partition: one of our labels per scikit-image label, and the other way round
+            pairs = set(zip(ours[mask].tolist(), theirs[mask].tolist()))
+            assert len(pairs) == len(set(ours[mask].tolist())) == theirs.max()
+            assert count_components(torch.from_numpy(ours)[None, None]).item() == theirs.max()
+    assert label(real[0], connectivity=2).max() >= 2  # real lung masks: two fields (or more)
 
 
 def test_metrics_on_planted_masks():

@@ -37,8 +37,7 @@ def predicted_masks(segmenter: Segmenter, cache: PackedCache, progress: bool = T
     step = segmenter.batch_size
     for start in tqdm(range(0, len(cache), step), desc="predicting lung masks", unit="batch", disable=not progress):
         images = torch.from_numpy(np.array(cache.images[start : start + step]))[:, None]
-        for k, r in enumerate(segmenter.segment(images)):
-            out[start + k] = r.mask
+        out[start : start + len(images)] = segmenter.masks(images)[0][:, 0].cpu().numpy()
     return out
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import torch
 
 from ..data.cache import PackedCache
 from ..data.loader import CacheLoader
 from .metrics import hausdorff95, mask_scores, summarize
-from .postprocess import postprocess
 from .segmenter import Segmenter
 
 METRICS = ("dice", "iou", "pixel_accuracy", "hd95", "dice_raw")
@@ -31,8 +29,9 @@ def evaluate_segmenter(segmenter: Segmenter, cache: PackedCache, rows: np.ndarra
     loader = CacheLoader(cache, rows, segmenter.batch_size, "cpu", with_masks=True)
     images = []
     for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
-        probs = segmenter.probabilities(batch.images).float().cpu()
-        post = torch.from_numpy(np.stack([postprocess(p, segmenter.post)[0] for p in probs[:, 0].numpy()]))[:, None]
+        probs = segmenter.probabilities(batch.images).float()
+        post = segmenter.postprocess(probs)[0].cpu()
+        probs = probs.cpu()
         scores = mask_scores(post, batch.masks)
         raw = mask_scores((probs > segmenter.post.threshold).long(), batch.masks)["dice"]
         hd = hausdorff95(post, batch.masks)

@@ -15,7 +15,8 @@ from ..data.augment import to_unit
 from ..engine.device import autocast, memory_format, resolve_device
 from ..errors import CheckpointError
 from ..models import build_segmenter
-from .postprocess import postprocess
+from .components import MAX_PIXELS
+from .postprocess import postprocess, postprocess_batch
 
 
 @dataclass
@@ -34,16 +35,18 @@ class Segmenter:
     Args:
         model: the U-Net; cfg: its config; post: post-processing settings.
         device: where it runs; amp: bf16 on CUDA.
+        compile: run the forward pass through ``torch.compile`` (faster on a GPU after a warm-up).
     """
 
     def __init__(
         self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
-        device: str | torch.device = "auto", amp: bool = True, batch_size: int = 32,
+        device: str | torch.device = "auto", amp: bool = True, batch_size: int = 32, compile: bool = False,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.post, self.amp, self.batch_size = cfg, post or PostprocessConfig(), amp, batch_size
         self.format = memory_format(self.device)
         self.model = model.to(self.device, memory_format=self.format).eval()
+        self.forward = torch.compile(self.model) if compile else self.model
         self.run: Path | None = None  # the run folder it was loaded from
 
     @classmethod
@@ -81,16 +84,47 @@ class Segmenter:
                 x = F.interpolate(x, size=(s, s), mode="area" if h * w > s * s else "bilinear")
             x = ((x - self.cfg.mean) / self.cfg.std).contiguous(memory_format=self.format)
             with autocast(self.device, self.amp):
-                p = torch.sigmoid(self.model(x).float())
+                p = torch.sigmoid(self.forward(x).float())
             if (h, w) != (s, s):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
             out.append(p)
         return torch.cat(out) if out else torch.empty(0, 1, *images.shape[-2:], device=self.device)
 
+    def masks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
+        """Post-processed lung masks, left on the segmenter's device.
+
+        Post-processing runs on the device off the CPU (:func:`~lungcls.seg.postprocess.postprocess_batch`),
+        with scikit-image on CPU; both give the same masks.
+
+        Args:
+            images: uint8 (N, 1, H, W).
+
+        Returns:
+            (masks uint8 (N, 1, H, W) in {0, 1} on the device, flags per image).
+        """
+        out: list[torch.Tensor] = []
+        flags: list[list[str]] = []
+        for chunk in images.split(self.batch_size):
+            masks, f = self.postprocess(self.probabilities(chunk))
+            out.append(masks)
+            flags += f
+        if not out:
+            return torch.empty(0, 1, *images.shape[-2:], dtype=torch.uint8, device=self.device), []
+        return torch.cat(out), flags
+
+    def postprocess(self, probs: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
+        """Post-process probabilities float (N, 1, H, W): (masks uint8 (N, 1, H, W) on their device, flags per image)."""
+        if probs.device.type != "cpu" and probs.shape[-2] * probs.shape[-1] <= MAX_PIXELS:
+            return postprocess_batch(probs, self.post)
+        done = [postprocess(p, self.post) for p in probs[:, 0].float().cpu().numpy()]
+        if not done:
+            return torch.empty(probs.shape, dtype=torch.uint8, device=probs.device), []
+        masks = torch.from_numpy(np.stack([m for m, _ in done]))[:, None].to(probs.device)
+        return masks, [f for _, f in done]
+
     def segment(self, images: torch.Tensor) -> list[SegmentResult]:
-        """Post-processed lung masks for uint8 (N, 1, H, W) images."""
-        probs = self.probabilities(images).cpu().numpy()[:, 0]
-        return [describe(*postprocess(p, self.post)) for p in probs]
+        """Post-processed lung masks for uint8 (N, 1, H, W) images, with lung fraction, box and flags."""
+        return describe_batch(*self.masks(images))
 
 
 def describe(mask: np.ndarray, flags: list[str]) -> SegmentResult:
@@ -98,3 +132,19 @@ def describe(mask: np.ndarray, flags: list[str]) -> SegmentResult:
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
     return SegmentResult(mask, float(mask.mean()), bbox, flags)
+
+
+def describe_batch(masks: torch.Tensor, flags: list[list[str]]) -> list[SegmentResult]:
+    """:func:`describe` for uint8 (N, 1, H, W) masks on any device: boxes and fractions computed there, one copy back."""
+    from ..masking import lung_boxes
+
+    boxes, empty = lung_boxes(masks, 0.0)
+    fractions = masks.float().mean(dim=(1, 2, 3))
+    arrays, boxes, empty, fractions = (
+        masks[:, 0].cpu().numpy(),
+        boxes.long().tolist(),
+        empty.tolist(),
+        fractions.tolist(),
+    )
+    return [SegmentResult(m, f, None if e else tuple(b), list(g))
+            for m, f, b, e, g in zip(arrays, fractions, boxes, empty, flags)]  # fmt: skip
