@@ -59,8 +59,7 @@ def lung_boxes(masks: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
     full = torch.tensor([0.0, 0.0, w, h], device=masks.device)
-    boxes[empty] = full
-    return boxes, empty
+    return torch.where(empty[:, None], full, boxes), empty
 
 
 def crop_and_mask(
@@ -93,7 +92,7 @@ def crop_and_mask(
             x = x * ((masks != 0) | empty[:, None, None, None])  # an empty mask keeps the raw image
         if mode == "masked":
             boxes = full
-    if (h, w) == (size, size) and bool((boxes == full).all()):
+    if (h, w) == (size, size) and mode in ("raw", "masked"):  # the whole image at its own size: nothing to resample
         return x, empty
     rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
     # adaptive sampling: ceil(box / output) samples per output pixel (1:1 is an exact copy; shrinking averages)

@@ -66,6 +66,9 @@ class FitResult:
     stopped_early: bool = False
 
 
+CHECK_EVERY = 25  # steps between two looks at the running loss (finite? progress bar)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
@@ -110,7 +113,7 @@ def fit(
         train, val: loaders with ``__len__``, ``__iter__`` and ``set_epoch`` (see CacheLoader).
         run_dir: where checkpoints, history and ``config.json`` go.
         run_config: the run's JSON config; saved as ``config.json`` with the best metrics added.
-        resume: continue from ``run_dir/last.*`` (the epoch after the last completed one).
+        resume: continue from ``run_dir/last.*`` (the epoch after the last saved one).
         on_epoch_end: called with (epoch, record) after each epoch is saved.
         ranks: this process's place in a multi-process (torchrun) run: the model is wrapped in
             DistributedDataParallel, ``train`` must serve this rank's shard, the train loss is
@@ -124,7 +127,10 @@ def fit(
     progress = progress and ranks.main
     if cfg.deterministic:
         use_deterministic_kernels()
-    optimizer = torch.optim.AdamW(unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel per step for all parameters on CUDA
+    optimizer = torch.optim.AdamW(
+        unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
@@ -137,6 +143,7 @@ def fit(
     if ranks.main:
         write_config(run_dir / "config.json", run_config)
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
+    saved_at, save_cost = -math.inf, 0.0
     for epoch in range(start, cfg.epochs):
         record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress)
         record["train_loss"] = distributed_mean(record["train_loss"], ranks, device)
@@ -158,15 +165,22 @@ def fit(
         else:
             bad_epochs += 1
         agree = same_weights(unwrap(model), ranks, device)
+        stop = bool(cfg.patience) and bad_epochs >= cfg.patience
         if ranks.main:
-            multi = {"world_size": ranks.world, "weights_agree": agree}
-            _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi)
+            # the resumable checkpoint after every epoch, unless epochs are so short (a GPU on a small set)
+            # that saving would take over a tenth of the time: then every few epochs, and always the last
+            if stop or epoch + 1 == cfg.epochs or time.perf_counter() - saved_at >= 10 * save_cost:
+                t0 = time.perf_counter()
+                multi = {"world_size": ranks.world, "weights_agree": agree}
+                _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi)
+                saved_at = time.perf_counter()
+                save_cost = saved_at - t0
             _write_history(run_dir, result.history)
         barrier(ranks)  # the files are complete before any rank goes on
         _log(progress, record, task.metric)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if cfg.patience and bad_epochs >= cfg.patience:
+        if stop:
             result.stopped_early = True
             break
     return result
@@ -179,7 +193,8 @@ def _train_epoch(
     steps = len(train)
     train.set_epoch(epoch)
     generator = torch.Generator(device=task.device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-    t0, total_loss, seen, lr = time.perf_counter(), 0.0, 0, cfg.lr
+    t0, seen, lr = time.perf_counter(), 0, cfg.lr
+    total_loss = torch.zeros((), device=task.device)  # summed on the device: no wait for the GPU each step
     task.model.train()
     bar = _bar(progress, steps, f"epoch {epoch + 1}/{cfg.epochs}")
     for k, batch in enumerate(train):
@@ -187,23 +202,33 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _step(task, batch, generator, optimizer, cfg)
-        total_loss, seen = total_loss + loss * len(batch), seen + len(batch)
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        total_loss += loss * len(batch)
+        seen += len(batch)
+        if (k + 1) % CHECK_EVERY == 0 or k + 1 == steps:  # the only waits for the device in an epoch
+            mean = _finite(float(total_loss) / seen, k, cfg)
+            bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "seconds": seconds,
+    return {"epoch": epoch + 1, "train_loss": float(total_loss) / max(seen, 1), "lr": lr, "seconds": seconds,
             "train_img_s": seen / seconds}  # fmt: skip
+
+
+def _finite(mean_loss: float, step: int, cfg: TrainConfig) -> float:
+    if not math.isfinite(mean_loss):
+        raise LungclsError(
+            f"training loss is {mean_loss} by step {step + 1}: lower --lr (now {cfg.lr}) or check the data"
+        )
+    return mean_loss
 
 
 def _step(
     task: Task, batch: Any, generator: torch.Generator, optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> float:
+) -> torch.Tensor:
+    """One optimisation step; returns the batch's loss as a detached device scalar (no host sync)."""
     try:
         with autocast(task.device, cfg.amp):
             loss = task.training_loss(batch, generator)
-        if not torch.isfinite(loss):
-            raise LungclsError(f"training loss is {loss.item()}: lower --lr (now {cfg.lr}) or check the data")
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), cfg.grad_clip)
@@ -214,7 +239,7 @@ def _step(
             f"out of GPU memory at batch size {cfg.batch_size}: lower --batch-size, or pass --placement host "
             "to keep the data cache in host memory instead of on the GPU"
         ) from None
-    return float(loss.detach())
+    return loss.detach()
 
 
 def _save_last(
