@@ -7,9 +7,14 @@ Both train the same architecture on the same images with the same batch size.
 
 Stages: ``seg`` (smp U-Net, 256 px), ``cls`` (ResNet-50, raw mode, 224 px input from 256 px images) and
 ``pipeline`` (the whole ``Pipeline.predict``; the baseline decodes PNGs and runs both fp32 models, masking only).
-Results go to benchmarks/results/throughput_<device>.{json,md}.
+Results go to benchmarks/results/throughput_<device>.{json,md}. ``--cls-epoch-images 21715`` trains the
+classifier on that many rows per epoch (the size of COVID-QU-Ex's train split; rows repeat), so its
+epoch time is the "one epoch of COVID-QU-Ex train" figure. ``--profile`` also writes a torch.profiler
+table per lungcls stage (``profile_<stage>.txt``: top ops by device time, and how busy the device was).
+A stage that fails is reported as failed; the others still run.
 
     python benchmarks/throughput.py [--stages seg cls] [--images 512] [--epochs 3] [--batch-size 32] [--device cuda]
+    python benchmarks/throughput.py --device cuda --compile --batch-size 64 --cls-batch-size 256 --cls-epoch-images 21715 --profile
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -79,6 +85,31 @@ def timed_runs(run, images: int, repeats: int, device: torch.device) -> dict:
     return {"img_s": images * repeats / (time.perf_counter() - t0), "peak_gpu_mb": peak_mb(device)}
 
 
+def profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
+    """Run ``fn()`` under torch.profiler; write the top ops by device time to ``profile_<name>.txt``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    wall_us = (time.perf_counter() - t0) * 1e6
+    events = prof.key_averages()
+    on_device = device.type == "cuda"
+    key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    busy = sum(getattr(e, key) for e in events) if on_device else float("nan")
+    table = events.table(sort_by=key if on_device else "self_cpu_time_total", row_limit=25)
+    summary = {"wall_ms": wall_us / 1e3, "device_busy_ms": busy / 1e3 if on_device else None,
+               "device_busy_share": busy / wall_us if on_device else None}  # fmt: skip
+    folder = out or Path(__file__).resolve().parent / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"profile_{name}.txt").write_text(f"{name}: {summary}\n\n{table}\n")
+    return summary
+
+
 def seg_train_lungcls(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.device, run: Path) -> dict:
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=str(device), compile=args.compile)
     seed_everything(0)
@@ -86,10 +117,26 @@ def seg_train_lungcls(cache: PackedCache, cfg: SegmenterConfig, args, device: to
     if args.compile:
         task.model = torch.compile(task.model)
     loader = CacheLoader(cache, cache.indices(), args.batch_size, device, shuffle=True, drop_last=True)
+    return train_and_time(task, loader, cache, train, args, device, run, "seg_train")
+
+
+def train_and_time(
+    task, loader: CacheLoader, cache: PackedCache, train: TrainConfig, args, device: torch.device, run: Path, name: str
+) -> dict:
+    """``fit`` for ``train.epochs``; images/s and seconds of the best epoch after the first (the warm-up)."""
     reset_peak(device)
     result = fit(task, loader, None, train, run, {"kind": "benchmark"}, progress=False)
     rates = [r["train_img_s"] for r in result.history]
-    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+    best = max(range(len(rates)), key=lambda k: (k > 0 or len(rates) == 1, rates[k]))
+    out = {"img_s": rates[best], "epoch_seconds": result.history[best]["seconds"], "epoch_images": len(loader) * loader.batch_size,
+           "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}  # fmt: skip
+    if args.profile:
+        few = CacheLoader(cache, np.resize(cache.indices(), 8 * loader.batch_size), loader.batch_size, device,
+                          shuffle=True, drop_last=True, with_masks=loader.masks is not None)  # fmt: skip
+        one = TrainConfig(**{**vars(train), "epochs": 1})
+        out["profile"] = profile(name, lambda: fit(task, few, None, one, run / "profile", {"kind": "benchmark"}, progress=False),
+                                 device, args.out)  # fmt: skip
+    return out
 
 
 def seg_train_naive(manifest: Manifest, cfg: SegmenterConfig, args, device: torch.device) -> dict:
@@ -129,12 +176,20 @@ def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.devi
                 for chunk in images.split(args.batch_size):
                     torch.sigmoid(model((chunk.float() / 255 - 0.5) / 0.25))
     else:
-        segmenter = Segmenter(model, cfg, device=device, batch_size=args.batch_size * 4)
+        segmenter = Segmenter(model, cfg, device=device, batch_size=args.batch_size * 4, compile=args.compile)
 
         def run() -> None:
             segmenter.probabilities(images)
 
-    return timed_runs(run, n, args.repeats, device)
+    return timed(run, n, args, device, None if naive else "seg_infer")
+
+
+def timed(run, n: int, args, device: torch.device, name: str | None) -> dict:
+    """:func:`timed_runs`, then a profile of one more run when ``--profile`` (lungcls stages only)."""
+    out = timed_runs(run, n, args.repeats, device)
+    if args.profile and name:
+        out["profile"] = profile(name, run, device, args.out)
+    return out
 
 
 def cls_train_lungcls(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.device, run: Path) -> dict:
@@ -151,13 +206,9 @@ def cls_train_lungcls(cache: PackedCache, cfg: ClassifierConfig, args, device: t
     )
     if args.compile:
         task.model = torch.compile(task.model)
-    loader = CacheLoader(
-        cache, cache.indices(), args.cls_batch_size, device, shuffle=True, drop_last=True, with_masks=False
-    )
-    reset_peak(device)
-    result = fit(task, loader, None, train, run, {"kind": "benchmark"}, progress=False)
-    rates = [r["train_img_s"] for r in result.history]
-    return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
+    rows = np.resize(cache.indices(), args.cls_epoch_images or len(cache))  # repeated up to the epoch size asked
+    loader = CacheLoader(cache, rows, args.cls_batch_size, device, shuffle=True, drop_last=True, with_masks=False)
+    return train_and_time(task, loader, cache, train, args, device, run, "cls_train")
 
 
 def cls_train_naive(manifest: Manifest, cfg: ClassifierConfig, args, device: torch.device) -> dict:
@@ -194,12 +245,14 @@ def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.dev
                 for chunk in small.split(args.cls_batch_size):
                     torch.softmax(model((chunk / 255 - cfg.mean) / cfg.std), dim=1)
     else:
-        clf = Classifier(build_classifier(cfg), cfg, device=device, batch_size=args.cls_batch_size * 4)
+        clf = Classifier(
+            build_classifier(cfg), cfg, device=device, batch_size=args.cls_batch_size * 4, compile=args.compile
+        )
 
         def run() -> None:
             clf.probabilities(images)
 
-    return timed_runs(run, n, args.repeats, device)
+    return timed(run, n, args, device, None if naive else "cls_infer")
 
 
 def pipeline_predict(
@@ -227,14 +280,15 @@ def pipeline_predict(
                     torch.softmax(clf((small - ccfg.mean) / ccfg.std), dim=1)
     else:
         images = torch.from_numpy(cache.images[:n].copy())[:, None]
-        segmenter = Segmenter(build_segmenter(scfg), scfg, device=device, batch_size=args.cls_batch_size * 4)
-        classifier = Classifier(build_classifier(ccfg), ccfg, device=device, batch_size=args.cls_batch_size * 4)
+        bs = args.cls_batch_size * 4
+        segmenter = Segmenter(build_segmenter(scfg), scfg, device=device, batch_size=bs, compile=args.compile)
+        classifier = Classifier(build_classifier(ccfg), ccfg, device=device, batch_size=bs, compile=args.compile)
         pipe = Pipeline(segmenter, classifier)
 
         def run() -> None:
             pipe.predict(images)
 
-    return timed_runs(run, n, args.repeats, device)
+    return timed(run, n, args, device, None if naive else "pipeline_predict")
 
 
 def main() -> None:
@@ -250,7 +304,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="inference passes timed")
     p.add_argument("--encoder", default="resnet34")
     p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile lungcls's models (training and inference)")
+    p.add_argument(
+        "--cls-epoch-images",
+        type=int,
+        default=0,
+        help="classifier training rows per epoch (repeats the images; 21715 = COVID-QU-Ex train)",
+    )
+    p.add_argument("--profile", action="store_true", help="write a torch.profiler table per lungcls stage")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=None)
@@ -266,25 +327,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepare_cache(manifest, Path(tmp) / "cache", size=(args.image_size, args.image_size), progress=False)
         cache = PackedCache.open(Path(tmp) / "cache")
-        if "seg" in args.stages:
-            results["seg_train_lungcls"] = seg_train_lungcls(cache, cfg, args, device, Path(tmp) / "run")
-            results["seg_train_naive"] = seg_train_naive(manifest, cfg, args, device)
-            results["seg_infer_lungcls"] = seg_infer(cache, cfg, args, device, naive=False)
-            results["seg_infer_naive"] = seg_infer(cache, cfg, args, device, naive=True)
-        if "cls" in args.stages:
-            ccfg = ClassifierConfig(arch=args.cls_arch, image_size=args.cls_image_size)
-            results["cls_train_lungcls"] = cls_train_lungcls(cache, ccfg, args, device, Path(tmp) / "cls")
-            results["cls_train_naive"] = cls_train_naive(manifest, ccfg, args, device)
-            results["cls_infer_lungcls"] = cls_infer(cache, ccfg, args, device, naive=False)
-            results["cls_infer_naive"] = cls_infer(cache, ccfg, args, device, naive=True)
-        if "pipeline" in args.stages:
-            ccfg = ClassifierConfig(
-                arch=args.cls_arch, image_size=args.cls_image_size, mode="masked-cropped", mask_source="predicted"
-            )
-            results["pipeline_predict_lungcls"] = pipeline_predict(
-                manifest, cache, cfg, ccfg, args, device, naive=False
-            )
-            results["pipeline_predict_naive"] = pipeline_predict(manifest, cache, cfg, ccfg, args, device, naive=True)
+        ccfg = ClassifierConfig(arch=args.cls_arch, image_size=args.cls_image_size)
+        pcfg = ClassifierConfig(
+            arch=args.cls_arch, image_size=args.cls_image_size, mode="masked-cropped", mask_source="predicted"
+        )
+        stages = {
+            "seg": {
+                "seg_train_lungcls": lambda: seg_train_lungcls(cache, cfg, args, device, Path(tmp) / "run"),
+                "seg_train_naive": lambda: seg_train_naive(manifest, cfg, args, device),
+                "seg_infer_lungcls": lambda: seg_infer(cache, cfg, args, device, naive=False),
+                "seg_infer_naive": lambda: seg_infer(cache, cfg, args, device, naive=True),
+            },
+            "cls": {
+                "cls_train_lungcls": lambda: cls_train_lungcls(cache, ccfg, args, device, Path(tmp) / "cls"),
+                "cls_train_naive": lambda: cls_train_naive(manifest, ccfg, args, device),
+                "cls_infer_lungcls": lambda: cls_infer(cache, ccfg, args, device, naive=False),
+                "cls_infer_naive": lambda: cls_infer(cache, ccfg, args, device, naive=True),
+            },
+            "pipeline": {
+                "pipeline_predict_lungcls": lambda: pipeline_predict(manifest, cache, cfg, pcfg, args, device, False),
+                "pipeline_predict_naive": lambda: pipeline_predict(manifest, cache, cfg, pcfg, args, device, True),
+            },
+        }
+        for stage in args.stages:
+            for key, measure in stages[stage].items():
+                t0 = time.perf_counter()
+                try:
+                    results[key] = measure()
+                except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
+                    results[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                print(f"{key}: {results[key]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     precision = "bf16 + channels_last" if device.type == "cuda" else "fp32 (CPU)"
     rows = [
         (f"U-Net training, {args.encoder}, {args.image_size} px", "seg_train"),
@@ -300,8 +372,19 @@ def main() -> None:
         a, b = results.get(f"{key}_lungcls"), results.get(f"{key}_naive")
         if a is None:
             continue
+        if "error" in a or "error" in b:
+            table += f"| {label} | {a.get('error') or 'ok'} | {b.get('error') or 'ok'} | failed | |\n"
+            continue
         mem = f"{a['peak_gpu_mb']:.0f} / {b['peak_gpu_mb']:.0f}" if a["peak_gpu_mb"] is not None else "n/a (CPU)"
         table += f"| {label} | {a['img_s']:,.1f} | {b['img_s']:,.1f} | {a['img_s'] / b['img_s']:.2f}x | {mem} |\n"
+    cls_train = results.get("cls_train_lungcls", {})
+    if "epoch_seconds" in cls_train:
+        table += (f"\nOne classifier training epoch of {cls_train['epoch_images']:,} images: "
+                  f"{cls_train['epoch_seconds']:.2f} s (lungcls, best epoch after the first).\n")  # fmt: skip
+    profiled = {k: v["profile"] for k, v in results.items() if isinstance(v, dict) and "profile" in v}
+    for k, v in profiled.items():
+        if v.get("device_busy_share") is not None:
+            table += f"\nProfile {k}: device busy {v['device_busy_share']:.0%} of {v['wall_ms']:.0f} ms (profile_{k.removesuffix('_lungcls')}.txt)."
     table += (f"\nlungcls: packed cache on {device.type}, device augmentation, {precision}"
               f"{', torch.compile' if args.compile else ''}; naive: PNG DataLoader ({args.workers} workers), fp32 NCHW. "
               f"{len(manifest)} real CXRs, batch {args.batch_size} (U-Net) / {args.cls_batch_size} (classifier), "
