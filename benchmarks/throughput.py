@@ -86,7 +86,17 @@ def timed_runs(run, images: int, repeats: int, device: torch.device) -> dict:
 
 
 def profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
-    """Run ``fn()`` under torch.profiler; write the top ops by device time to ``profile_<name>.txt``."""
+    """Run ``fn()`` under torch.profiler; write the top ops by device time to ``profile_<name>.txt``.
+
+    A profiler failure is returned as ``{"error": ...}``: it never costs the stage its timing.
+    """
+    try:
+        return _profile(name, fn, device, out)
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def _profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 

@@ -124,6 +124,8 @@ class TrainConfig:
         placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
         label_smoothing: cross-entropy label smoothing (classification only).
         class_weighting: weight cross-entropy by inverse class frequency of Train (classification only).
+        ema_epochs: keep an exponential moving average of the weights with this time constant in
+            epochs, validate and save the average (0 = off).
     """
 
     epochs: int = 40
@@ -143,6 +145,7 @@ class TrainConfig:
     placement: str = "auto"
     label_smoothing: float = 0.0
     class_weighting: bool = False
+    ema_epochs: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

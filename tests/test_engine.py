@@ -66,3 +66,49 @@ def test_a_loss_that_turns_nan_stops_training_with_a_clear_error(tmp_path):
         fit(Regression(poison_at=40), data(), None, cfg, tmp_path / "run", {"kind": "test"}, progress=False)
     # the epoch completed before the NaN is on disk, whole
     assert (tmp_path / "run" / "last.json").is_file()
+
+
+def test_ema_moves_the_average_a_decay_step_towards_the_weights_and_copies_counters():
+    from lungcls.engine.ema import EMA, ema_decay
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.75)
+    before = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(4.0)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)
+    assert torch.allclose(ema.model[0].weight, before + 1.0)  # 0.75 * w + 0.25 * (w + 4)
+    assert int(ema.model[1].num_batches_tracked) == 7
+    assert ema_decay(2, 50) == 0.99  # a time constant of 2 epochs of 50 steps
+
+
+def test_with_ema_fit_validates_and_saves_the_average_and_resumes_it(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, warmup_epochs=0.1, ema_epochs=1.0)
+    torch.manual_seed(0)
+    whole = fit(Regression(), data(), data(64), cfg, tmp_path / "whole", {"kind": "test"}, progress=False)
+    record = whole.history[-1]
+    assert {"val_loss", "val_live_loss"} <= set(record) and record["val_loss"] != record["val_live_loss"]
+    saved = load_file(tmp_path / "whole" / "model.safetensors")
+    last = load_file(tmp_path / "whole" / "last.safetensors")
+    best = whole.best_epoch == 3  # the best epoch's average is what model.safetensors holds
+    assert not best or torch.equal(saved["weight"], last["ema.weight"])
+    assert not torch.equal(last["ema.weight"], last["model.weight"])
+    # interrupted after the first epoch, then resumed: the same average as the uninterrupted run
+
+    def interrupt(epoch: int, record: dict) -> None:
+        raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            Regression(), data(), data(64), cfg, tmp_path / "cut", {"kind": "t"}, progress=False, on_epoch_end=interrupt
+        )
+    task = Regression()
+    fit(task, data(), data(64), cfg, tmp_path / "cut", {"kind": "t"}, resume=True, progress=False)
+    resumed = load_file(tmp_path / "cut" / "last.safetensors")
+    assert torch.allclose(resumed["ema.weight"], last["ema.weight"]) and torch.allclose(
+        resumed["model.weight"], last["model.weight"]
+    )

@@ -31,6 +31,9 @@ Patience = Annotated[int, typer.Option(help="Early stopping after this many epoc
 Seed = Annotated[int, typer.Option(help="Seeds weights, split, shuffling and augmentation.")]
 Device = Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+EmaEpochs = Annotated[
+    float, typer.Option(help="Validate and save a moving average of the weights, time constant in epochs (0 = off).")
+]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels only (slower on CUDA).")]
 Placement = Annotated[
     str, typer.Option(help="On CUDA, keep the cache on the 'device', in pinned 'host' memory, or 'auto'.")

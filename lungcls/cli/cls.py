@@ -14,6 +14,7 @@ from .app import (
     Compile,
     Deterministic,
     Device,
+    EmaEpochs,
     Lr,
     Patience,
     Resume,
@@ -50,6 +51,7 @@ def train_cls(
     seed: Seed = 0,
     device: Device = "auto",
     compile: Compile = False,
+    ema_epochs: EmaEpochs = 0.0,
     deterministic: Deterministic = False,
     cache: CacheDir = None,
     resume: Resume = False,
@@ -66,7 +68,7 @@ def train_cls(
         arch=arch, mode=mode, margin=margin, image_size=image_size, mask_source=source, pretrained=pretrained
     )
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device, compile=compile, deterministic=deterministic,
-                        label_smoothing=label_smoothing, class_weighting=class_weighting)  # fmt: skip
+                        label_smoothing=label_smoothing, class_weighting=class_weighting, ema_epochs=ema_epochs)  # fmt: skip
     _refuse_out_inside_inputs(out, data, force=False)
     try:
         result = train_classifier(

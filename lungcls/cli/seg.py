@@ -14,6 +14,7 @@ from .app import (
     Compile,
     Deterministic,
     Device,
+    EmaEpochs,
     Lr,
     Patience,
     Placement,
@@ -43,6 +44,7 @@ def train_seg(
     seed: Seed = 0,
     device: Device = "auto",
     compile: Compile = False,
+    ema_epochs: EmaEpochs = 0.0,
     deterministic: Deterministic = False,
     placement: Placement = "auto",
     cache: CacheDir = None,
@@ -71,6 +73,7 @@ def train_seg(
         compile=compile,
         deterministic=deterministic,
         placement=placement,
+        ema_epochs=ema_epochs,
     )
     _refuse_out_inside_inputs(out, data, force=False)
     try:

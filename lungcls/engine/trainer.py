@@ -2,8 +2,8 @@
 
 A stage supplies a Task (model, training loss of a batch, evaluation of a loader, the name of
 its validation metric); ``fit`` owns everything else: AdamW with warm-up + cosine schedule,
-autocast, gradient clipping, per-epoch validation, best/last checkpoints, resume, early
-stopping, history files and the progress bar.
+autocast, gradient clipping, an optional moving average of the weights (EMA), per-epoch
+validation, best/last checkpoints, resume, early stopping, history files and the progress bar.
 
 Every random draw of an epoch (shuffle order, augmentation) is derived from ``(seed, epoch)``,
 so a resumed run draws exactly what the uninterrupted run would have.
@@ -39,6 +39,7 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..errors import LungclsError
 from .device import autocast
+from .ema import EMA, ema_decay
 from .distributed import Ranks, barrier, same_weights, wrap
 from .distributed import mean as distributed_mean
 
@@ -136,8 +137,9 @@ def fit(
         raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     result, start, bad_epochs = FitResult(), 0, 0
+    ema = EMA(model, ema_decay(cfg.ema_epochs, steps_per_epoch)) if cfg.ema_epochs > 0 else None
     if resume:
-        start, bad_epochs = _resume(run_dir, model, optimizer, result)
+        start, bad_epochs = _resume(run_dir, model, optimizer, result, ema)
     # DDP starts every rank from rank 0's weights
     task.model = model = wrap(model, ranks, device, getattr(task, "unused_parameters", False))
     if ranks.main:
@@ -145,12 +147,10 @@ def fit(
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     saved_at, save_cost = -math.inf, 0.0
     for epoch in range(start, cfg.epochs):
-        record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress)
+        record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress, ema)
         record["train_loss"] = distributed_mean(record["train_loss"], ranks, device)
         if val is not None:
-            model.eval()
-            with torch.inference_mode(), autocast(device, cfg.amp):
-                record.update({f"val_{k}": v for k, v in task.evaluate(val).items()})
+            record.update(_validate(task, val, cfg, ema))
         result.history.append(record)
         score = record.get(f"val_{task.metric}", -record["train_loss"] if task.mode == "max" else record["train_loss"])
         if result.best_epoch < 0 or better(score, result.best_metric):
@@ -160,7 +160,7 @@ def fit(
                 **{k: v for k, v in record.items() if k.startswith("val_")},
             }
             if ranks.main:
-                save_model(run_dir / "model.safetensors", model)
+                save_model(run_dir / "model.safetensors", ema.model if ema else model)
                 write_config(run_dir / "config.json", run_config)
         else:
             bad_epochs += 1
@@ -172,7 +172,7 @@ def fit(
             if stop or epoch + 1 == cfg.epochs or time.perf_counter() - saved_at >= 10 * save_cost:
                 t0 = time.perf_counter()
                 multi = {"world_size": ranks.world, "weights_agree": agree}
-                _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi)
+                _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi, ema)
                 saved_at = time.perf_counter()
                 save_cost = saved_at - t0
             _write_history(run_dir, result.history)
@@ -186,8 +186,31 @@ def fit(
     return result
 
 
+def _validate(task: Task, val: Any, cfg: TrainConfig, ema: EMA | None) -> dict[str, float]:
+    """Validation metrics as ``val_*``; with EMA, those of the average, and the live weights' as ``val_live_*``."""
+    live = task.model
+    live.eval()
+    with torch.inference_mode(), autocast(task.device, cfg.amp):
+        scores = task.evaluate(val)
+        if ema is None:
+            return {f"val_{k}": v for k, v in scores.items()}
+        task.model = ema.model
+        try:
+            averaged = task.evaluate(val)
+        finally:
+            task.model = live
+    return {**{f"val_{k}": v for k, v in averaged.items()}, **{f"val_live_{k}": v for k, v in scores.items()}}
+
+
 def _train_epoch(
-    task: Task, train: Any, optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, warmup: int, progress: bool
+    task: Task,
+    train: Any,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    epoch: int,
+    warmup: int,
+    progress: bool,
+    ema: EMA | None = None,
 ) -> dict[str, float]:
     """One pass over ``train``; returns the epoch's record (mean train loss, last lr, time, images/s)."""
     steps = len(train)
@@ -202,6 +225,8 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _step(task, batch, generator, optimizer, cfg)
+        if ema is not None:
+            ema.update(task.model)
         total_loss += loss * len(batch)
         seen += len(batch)
         if (k + 1) % CHECK_EVERY == 0 or k + 1 == steps:  # the only waits for the device in an epoch
@@ -250,9 +275,12 @@ def _save_last(
     result: FitResult,
     bad: int,
     extra: dict,
+    ema: EMA | None = None,
 ) -> None:
     tensors, groups = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in unwrap(model).state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     save_weights(run_dir / "last.safetensors", tensors)
     state = {"epoch": epoch, "best_epoch": result.best_epoch, "best_metric": result.best_metric, "bad_epochs": bad,
              "history": result.history, "param_groups": groups, **extra}  # fmt: skip
@@ -260,7 +288,7 @@ def _save_last(
 
 
 def _resume(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult, ema: EMA | None = None
 ) -> tuple[int, int]:
     if not (run_dir / "last.json").is_file():
         raise LungclsError(f"{run_dir}: nothing to resume (no last.json); start without --resume")
@@ -268,6 +296,9 @@ def _resume(
     tensors = load_weights(run_dir / "last.safetensors")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     unwrap(model).load_state_dict(weights)
+    if ema is not None:
+        averaged = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.load_state_dict(averaged or weights)  # a run saved without EMA starts its average here
     restore_optimizer(optimizer, tensors, state["param_groups"])
     result.history, result.best_epoch, result.best_metric = state["history"], state["best_epoch"], state["best_metric"]
     return state["epoch"] + 1, state["bad_epochs"]
