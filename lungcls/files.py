@@ -30,12 +30,12 @@ def predict_files(
         One dict per input: path, predicted, p_<class>..., lung_fraction, box, flags,
         in_lung_saliency (with explanations), error.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     classes = pipe.class_names
     names = dict(zip(paths, unique_stems(paths)))  # output file names
     rows: list[dict] = []
-    bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="predicting", unit="img", enabled=progress)
     step = pipe.classifier.batch_size
     for start in range(0, len(paths), step):
         chunk = list(paths[start : start + step])

@@ -81,7 +81,7 @@ class Pipeline:
     # -- loading and saving -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int = 64) -> Pipeline:
+    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None) -> Pipeline:
         """Load a bundle (from :meth:`save`), or a ``train-cls`` run (its stage-1 run is found from its config)."""
         path = Path(path)
         if (path / "pipeline.json").is_file():

@@ -120,7 +120,7 @@ def evaluate_cls(
     typer.echo((Path(out or model) / f"eval_{name}.md").read_text())
 
 
-def _load_pipeline(model: Path, seg_model: Optional[Path], device: str, batch_size: int):
+def _load_pipeline(model: Path, seg_model: Optional[Path], device: str, batch_size: int | None):
     from ..cls.classifier import Classifier
     from ..pipeline import Pipeline
     from ..seg.segmenter import Segmenter
@@ -160,7 +160,9 @@ def classify(
         typer.Option(help="Stage-1 run (default: the bundle's, or the one the classifier was trained with)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("classify.csv"),
-    batch_size: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
+    ] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """Classify CXRs as COVID-19 / Non-COVID / Normal; writes a CSV with the probabilities, lung fraction and flags."""

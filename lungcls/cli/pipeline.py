@@ -21,7 +21,9 @@ def predict(
         bool, typer.Option("--explain", help="Grad-CAM overlays and the in-lung share of the saliency.")
     ] = False,
     seg_model: Annotated[Optional[Path], typer.Option(help="Stage-1 run (default: the bundle's).")] = None,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
+    ] = None,
     device: Annotated[str, typer.Option()] = "auto",
     force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
 ) -> None:

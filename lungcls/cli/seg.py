@@ -119,7 +119,9 @@ def segment(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
     model: Annotated[Path, typer.Option(help="A train-seg run folder.")],
     out: Annotated[Path, typer.Option(help="Output folder (masks/, overlays/, crops/, segment.csv).")],
-    batch_size: Annotated[int, typer.Option()] = 32,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
+    ] = None,
     device: Annotated[str, typer.Option()] = "auto",
     force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
 ) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from ..checkpoint import load_model, read_json
 from ..config import ClassifierConfig, from_dict
-from ..engine.device import autocast, resolve_device
+from ..engine.device import autocast, inference_batch_size, resolve_device
 from ..errors import CheckpointError
 from ..models import build_classifier
 from .task import ClassificationTask
@@ -20,15 +20,17 @@ class Classifier:
     Args:
         model: the ResNet-50; cfg: its config (input mode, margin, sizes, class names).
         seg_model: the stage-1 run it was trained with (from its config), if any.
+        batch_size: images per forward pass (default 256 on a GPU, 8 on CPU).
         compile: run predictions through ``torch.compile`` (faster on a GPU after a warm-up).
     """
 
     def __init__(
         self, model: torch.nn.Module, cfg: ClassifierConfig, device: str | torch.device = "auto",
-        amp: bool = True, batch_size: int = 64, seg_model: str | None = None, compile: bool = False,
+        amp: bool = True, batch_size: int | None = None, seg_model: str | None = None, compile: bool = False,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cfg, self.amp, self.batch_size, self.seg_model = cfg, amp, batch_size, seg_model
+        self.cfg, self.amp, self.seg_model = cfg, amp, seg_model
+        self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=256)
         self.task = ClassificationTask(model.eval(), cfg, self.device)
         self.model = self.task.model  # the plain module (explanations, export, saving)
         if compile:  # predictions go through the compiled forward

@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 
 def predicted_masks(segmenter: Segmenter, cache: PackedCache, progress: bool = True) -> np.ndarray:
     """Stage-1 masks (post-processed) for every cache row: uint8 (N, H, W) in {0, 1}."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     out = np.zeros(cache.images.shape, np.uint8)
     step = segmenter.batch_size
-    for start in tqdm(range(0, len(cache), step), desc="predicting lung masks", unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(cache), step), desc="predicting lung masks", unit="batch", enabled=progress):
         images = torch.from_numpy(np.array(cache.images[start : start + step]))[:, None]
         out[start : start + len(images)] = segmenter.masks(images)[0][:, 0].cpu().numpy()
     return out

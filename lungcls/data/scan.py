@@ -100,12 +100,12 @@ def scan(
         workers: processes to use (default: all CPU cores); 0 or 1 decodes in this process.
         progress: show a tqdm progress bar on stderr.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     indices = list(range(len(samples))) if indices is None else list(indices)
     jobs = ((i, samples[i], tuple(size), keep_pixels) for i in indices)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(indices), desc=desc, unit="img", enabled=progress)
     try:
         if workers <= 1 or len(indices) < 64:
             for job in jobs:

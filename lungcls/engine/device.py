@@ -1,4 +1,5 @@
-"""The only precision and device policy: CUDA when there is one, bf16 + channels_last there, fp32 on CPU."""
+"""The only precision and device policy: CUDA when there is one, bf16 there and fp32 on CPU, channels_last
+on both (measured on a 2-core CPU: U-Net training +30%, inference +20-25%; ResNet-50 training even)."""
 
 from __future__ import annotations
 
@@ -29,5 +30,14 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
-    """channels_last on CUDA when enabled, else contiguous."""
-    return torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
+    """channels_last when enabled (CUDA and CPU), else contiguous."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def inference_batch_size(device: torch.device, requested: int | None, on_gpu: int) -> int:
+    """``requested``, else ``on_gpu`` on CUDA and 8 on CPU (larger CPU batches ran slower, out of cache)."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"batch size must be at least 1, not {requested}")
+        return requested
+    return on_gpu if device.type == "cuda" else 8

@@ -315,9 +315,9 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def _bar(progress: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="batch", disable=not progress, file=sys.stderr, leave=False)
+    return progress_bar(total=total, desc=desc, unit="batch", enabled=progress, leave=False)
 
 
 def _log(progress: bool, record: dict, metric: str) -> None:

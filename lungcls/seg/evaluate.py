@@ -23,12 +23,12 @@ def evaluate_segmenter(segmenter: Segmenter, cache: PackedCache, rows: np.ndarra
     Returns:
         {"summary": {metric: {mean, median, p5, n}}, "by_source": {source: {...}}, "images": [...]}
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     rows = np.asarray([r for r in rows if cache.has_mask[r]], dtype=np.int64)
     loader = CacheLoader(cache, rows, segmenter.batch_size, "cpu", with_masks=True)
     images = []
-    for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
+    for batch in progress_bar(loader, desc="evaluating", unit="batch", enabled=progress):
         probs = segmenter.probabilities(batch.images).float()
         post = segmenter.postprocess(probs)[0].cpu()
         probs = probs.cpu()

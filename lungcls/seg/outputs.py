@@ -68,7 +68,7 @@ def segment_files(
     Returns:
         One dict per input (the CSV rows).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     out = Path(out)
     for sub in ("masks", "overlays", "crops"):
@@ -76,7 +76,7 @@ def segment_files(
     names = unique_stems(paths)
     rows: list[dict] = []
     s = segmenter.cfg.image_size
-    bar = tqdm(total=len(paths), desc="segmenting", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="segmenting", unit="img", enabled=progress)
     for start in range(0, len(paths), segmenter.batch_size):
         chunk = list(zip(paths[start : start + segmenter.batch_size], names[start : start + segmenter.batch_size]))
         natives, ok = [], []

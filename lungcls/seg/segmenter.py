@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..checkpoint import load_model, read_json
 from ..config import PostprocessConfig, SegmenterConfig, from_dict
 from ..data.augment import to_unit
-from ..engine.device import autocast, memory_format, resolve_device
+from ..engine.device import autocast, inference_batch_size, memory_format, resolve_device
 from ..errors import CheckpointError
 from ..models import build_segmenter
 from .components import MAX_PIXELS
@@ -34,16 +34,18 @@ class Segmenter:
 
     Args:
         model: the U-Net; cfg: its config; post: post-processing settings.
-        device: where it runs; amp: bf16 on CUDA.
+        device: where it runs; amp: bf16 on CUDA; batch_size: images per forward pass (default 64 on
+            a GPU, 8 on CPU).
         compile: run the forward pass through ``torch.compile`` (faster on a GPU after a warm-up).
     """
 
     def __init__(
         self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
-        device: str | torch.device = "auto", amp: bool = True, batch_size: int = 32, compile: bool = False,
+        device: str | torch.device = "auto", amp: bool = True, batch_size: int | None = None, compile: bool = False,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cfg, self.post, self.amp, self.batch_size = cfg, post or PostprocessConfig(), amp, batch_size
+        self.cfg, self.post, self.amp = cfg, post or PostprocessConfig(), amp
+        self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=64)
         self.format = memory_format(self.device)
         self.model = model.to(self.device, memory_format=self.format).eval()
         self.forward = torch.compile(self.model) if compile else self.model
