@@ -112,3 +112,43 @@ def test_with_ema_fit_validates_and_saves_the_average_and_resumes_it(tmp_path):
     assert torch.allclose(resumed["ema.weight"], last["ema.weight"]) and torch.allclose(
         resumed["model.weight"], last["model.weight"]
     )
+
+
+def test_when_saving_takes_longer_than_the_epochs_the_resumable_checkpoint_is_written_less_often(tmp_path, monkeypatch):
+    import time
+
+    import lungcls.engine.trainer as trainer
+
+    saved_epochs = []
+    real_save = trainer._save_last
+
+    def slow_save(run_dir, model, optimizer, epoch, *args, **kwargs):
+        time.sleep(0.2)  # a checkpoint far slower than an epoch (as a ResNet-50 on a GPU with a small set)
+        saved_epochs.append(epoch)
+        return real_save(run_dir, model, optimizer, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_save_last", slow_save)
+    fit(
+        Regression(),
+        data(64),
+        None,
+        TrainConfig(epochs=6, batch_size=8),
+        tmp_path / "run",
+        {"kind": "t"},
+        progress=False,
+    )
+    assert saved_epochs[0] == 0 and saved_epochs[-1] == 5 and len(saved_epochs) < 6  # first, last, few between
+
+
+def test_inference_batches_default_to_8_on_cpu_and_a_bad_size_is_refused():
+    from lungcls.cls.classifier import Classifier
+    from lungcls.config import ClassifierConfig
+    from lungcls.engine.device import inference_batch_size
+    from lungcls.models import build_classifier
+
+    cfg = ClassifierConfig(arch="resnet18", image_size=32)
+    assert Classifier(build_classifier(cfg), cfg, device="cpu").batch_size == 8
+    assert Classifier(build_classifier(cfg), cfg, device="cpu", batch_size=3).batch_size == 3
+    assert inference_batch_size(torch.device("cuda"), None, on_gpu=256) == 256
+    with pytest.raises(ValueError, match="batch size must be at least 1"):
+        inference_batch_size(torch.device("cpu"), 0, on_gpu=64)

@@ -145,7 +145,7 @@ def fit(
     if ranks.main:
         write_config(run_dir / "config.json", run_config)
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
-    saved_at, save_cost = -math.inf, 0.0
+    last_save = _Throttle()
     for epoch in range(start, cfg.epochs):
         record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress, ema)
         record["train_loss"] = distributed_mean(record["train_loss"], ranks, device)
@@ -167,14 +167,10 @@ def fit(
         agree = same_weights(unwrap(model), ranks, device)
         stop = bool(cfg.patience) and bad_epochs >= cfg.patience
         if ranks.main:
-            # the resumable checkpoint after every epoch, unless epochs are so short (a GPU on a small set)
-            # that saving would take over a tenth of the time: then every few epochs, and always the last
-            if stop or epoch + 1 == cfg.epochs or time.perf_counter() - saved_at >= 10 * save_cost:
-                t0 = time.perf_counter()
+            if stop or epoch + 1 == cfg.epochs or last_save.due():
                 multi = {"world_size": ranks.world, "weights_agree": agree}
-                _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi, ema)
-                saved_at = time.perf_counter()
-                save_cost = saved_at - t0
+                with last_save:
+                    _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi, ema)
             _write_history(run_dir, result.history)
         barrier(ranks)  # the files are complete before any rank goes on
         _log(progress, record, task.metric)
@@ -184,6 +180,24 @@ def fit(
             result.stopped_early = True
             break
     return result
+
+
+class _Throttle:
+    """When to write the resumable checkpoint: after every epoch, unless epochs are so short (a GPU on
+    a small set) that saving would take over a tenth of the time; then every few epochs."""
+
+    def __init__(self) -> None:
+        self.ended, self.cost = -math.inf, 0.0
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.ended >= 10 * self.cost
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.ended = time.perf_counter()
+        self.cost = self.ended - self.started
 
 
 def _validate(task: Task, val: Any, cfg: TrainConfig, ema: EMA | None) -> dict[str, float]:
