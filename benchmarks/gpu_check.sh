@@ -49,7 +49,8 @@ if [ "${SMOKE:-0}" = 1 ]; then  # tiny versions of every step (minutes on a CPU)
   DATA_ARGS="--epochs 1 --workers 2"
   L_SEG=600 L_RAW=600 L_TP=600 L_MASKED=600 L_DATA=600
 else  # the defaults of train-seg / train-cls are the recipes under test: pass nothing that changes them
-  SEG_ARGS="" CLS_ARGS=""
+  # (SEG_ARGS / CLS_ARGS in the environment add options, e.g. CLS_ARGS="--ema-epochs 2" to try a variant)
+  SEG_ARGS=${SEG_ARGS:-} CLS_ARGS=${CLS_ARGS:-}
   TP_ARGS="--images 2048 --epochs 3 --batch-size 64 --cls-batch-size 256 --cls-epoch-images 21715 --repeats 5 --compile --profile"
   DATA_ARGS=""
 fi
