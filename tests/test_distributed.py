@@ -50,3 +50,37 @@ def test_two_processes_train_and_agree(cache, tmp_path, stage):
     state = json.loads((run / "last.json").read_text())
     assert state["world_size"] == 2 and state["weights_agree"] is True and len(state["history"]) == 2
     assert (run / "model.safetensors").is_file() and not list(run.glob("*.tmp"))
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    def cmd(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lungcls",
+                "train-cls", str(cache), "--arch", "resnet18", "--image-size", "32", "--epochs", "6", "--batch-size",
+                "2", "--device", "cpu", "--seed", "5", "--out", str(out), *extra]  # fmt: skip
+
+    subprocess.run(cmd(tmp_path / "whole"), check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(
+        cmd(tmp_path / "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    last = tmp_path / "cut" / "last.json"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    assert json.loads(last.read_text())["epoch"] < 5  # cut before the end
+    subprocess.run(cmd(tmp_path / "cut", "--resume"), check=True, capture_output=True, timeout=600)
+    whole, resumed = (
+        load_file(tmp_path / "whole" / "last.safetensors"),
+        load_file(tmp_path / "cut" / "last.safetensors"),
+    )
+    assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-6) for k in whole if k.startswith("model."))
+    state = json.loads(last.read_text())
+    assert state["epoch"] == 5 and state["world_size"] == 2 and state["weights_agree"] is True
