@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lungcls.data import discover, make_split, prepare_cache
+from lungcls.data import PackedCache, discover, make_split, prepare_cache
 from lungcls.data.phantoms import write_phantom_set
 
 
@@ -49,6 +49,9 @@ def test_two_processes_train_and_agree(cache, tmp_path, stage):
         torchrun(stage, str(cache), "--arch", "resnet18", "--image-size", "32", *common)
     state = json.loads((run / "last.json").read_text())
     assert state["world_size"] == 2 and state["weights_agree"] is True and len(state["history"]) == 2
+    # each process takes half of the batch of 4: the steps per epoch (and the schedule) are a single process's
+    n_train = len(PackedCache.open(cache).indices("Train", with_mask=stage == "train-seg"))
+    assert state["history"][0]["steps"] == n_train // 4
     assert (run / "model.safetensors").is_file() and not list(run.glob("*.tmp"))
 
 
@@ -63,7 +66,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
     def cmd(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lungcls",
                 "train-cls", str(cache), "--arch", "resnet18", "--image-size", "32", "--epochs", "6", "--batch-size",
-                "2", "--device", "cpu", "--seed", "5", "--out", str(out), *extra]  # fmt: skip
+                "4", "--device", "cpu", "--seed", "5", "--out", str(out), *extra]  # fmt: skip
 
     subprocess.run(cmd(tmp_path / "whole"), check=True, capture_output=True, timeout=600)
     proc = subprocess.Popen(

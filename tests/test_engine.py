@@ -152,3 +152,13 @@ def test_inference_batches_default_to_8_on_cpu_and_a_bad_size_is_refused():
     assert inference_batch_size(torch.device("cuda"), None, on_gpu=256) == 256
     with pytest.raises(ValueError, match="batch size must be at least 1"):
         inference_batch_size(torch.device("cpu"), 0, on_gpu=64)
+
+
+def test_under_several_processes_each_takes_its_share_of_the_batch():
+    from lungcls.engine.distributed import Ranks, rank_batch_size
+
+    assert rank_batch_size(64, Ranks(rank=1, world=4)) == 16
+    with pytest.raises(LungclsError, match="not a multiple of the 3 processes; use 63"):
+        rank_batch_size(64, Ranks(rank=0, world=3))
+    with pytest.raises(LungclsError, match="batches of 1"):
+        rank_batch_size(4, Ranks(rank=0, world=4))

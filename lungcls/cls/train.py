@@ -16,7 +16,7 @@ from ..data.cache import PackedCache, is_cache
 from ..data.loader import CacheLoader
 from ..data.training_data import open_training_data
 from ..engine.device import autocast
-from ..engine.distributed import main_first, setup
+from ..engine.distributed import main_first, rank_batch_size, setup
 from ..engine.trainer import FitResult, fit, seed_everything
 from ..errors import DataError
 from ..masking import check_mode
@@ -113,8 +113,10 @@ def train_classifier(
 
     def loader(split: str, shuffle: bool) -> CacheLoader:
         r = rows[split]
-        shard = {"rank": ranks.rank, "world_size": ranks.world} if shuffle else {}  # training is sharded across ranks
-        return CacheLoader(cache, r, train.batch_size, device, shuffle=shuffle, drop_last=shuffle and len(r) > train.batch_size,
+        # training rows are sharded across processes, each taking its share of the global batch
+        shard = {"rank": ranks.rank, "world_size": ranks.world} if shuffle else {}
+        bs = rank_batch_size(train.batch_size, ranks) if shuffle else train.batch_size
+        return CacheLoader(cache, r, bs, device, shuffle=shuffle, drop_last=shuffle and len(r) > train.batch_size,
                            with_masks=model.mode != "raw", seed=train.seed, placement=train.placement, masks=masks, **shard)  # fmt: skip
 
     run_config = {

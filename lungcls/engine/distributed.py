@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import LungclsError
 from .device import resolve_device
 
 
@@ -25,6 +26,26 @@ class Ranks:
     def main(self) -> bool:
         """Only the main process writes checkpoints, logs and progress bars."""
         return self.rank == 0
+
+
+def rank_batch_size(batch_size: int, ranks: Ranks) -> int:
+    """Each process's share of a training batch: the global batch (and so the steps per epoch and the
+    learning-rate schedule) stays ``batch_size`` whatever the number of processes.
+
+    Raises:
+        LungclsError: ``batch_size`` is not a multiple of the number of processes, or leaves each fewer than 2.
+    """
+    if batch_size % ranks.world:
+        raise LungclsError(
+            f"--batch-size {batch_size} is not a multiple of the {ranks.world} processes; "
+            f"use {batch_size - batch_size % ranks.world or ranks.world}"
+        )
+    if ranks.world > 1 and batch_size // ranks.world < 2:
+        raise LungclsError(
+            f"--batch-size {batch_size} over {ranks.world} processes leaves batches of 1, which BatchNorm cannot "
+            f"train on; use at least {2 * ranks.world}"
+        )
+    return batch_size // ranks.world
 
 
 def setup(device: str = "auto") -> tuple[Ranks, torch.device]:

@@ -249,8 +249,8 @@ def _train_epoch(
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "train_loss": float(total_loss) / max(seen, 1), "lr": lr, "seconds": seconds,
-            "train_img_s": seen / seconds}  # fmt: skip
+    return {"epoch": epoch + 1, "train_loss": float(total_loss) / max(seen, 1), "lr": lr, "steps": steps,
+            "seconds": seconds, "train_img_s": seen / seconds}  # fmt: skip
 
 
 def _finite(mean_loss: float, step: int, cfg: TrainConfig) -> float:

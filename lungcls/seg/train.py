@@ -12,7 +12,7 @@ from ..data.augment import DeviceAugment
 from ..data.cache import PackedCache
 from ..data.loader import CacheLoader
 from ..data.training_data import open_training_data
-from ..engine.distributed import main_first, setup
+from ..engine.distributed import main_first, rank_batch_size, setup
 from ..engine.trainer import FitResult, fit, seed_everything
 from ..errors import DataError
 from ..models import build_segmenter
@@ -70,10 +70,11 @@ def train_segmenter(
         import torch
 
         task.model = torch.compile(task.model)
+    per_rank = rank_batch_size(train.batch_size, ranks)  # training rows are sharded across processes
     loaders = [
-        CacheLoader(cache, rows, train.batch_size, device, shuffle=shuffle, drop_last=shuffle and len(rows) > train.batch_size,
-                    seed=train.seed, placement=train.placement, **({"rank": ranks.rank, "world_size": ranks.world} if shuffle else {}))
-        for rows, shuffle in ((train_rows, True), (val_rows, False))
+        CacheLoader(cache, train_rows, per_rank, device, shuffle=True, drop_last=len(train_rows) > train.batch_size,
+                    seed=train.seed, placement=train.placement, rank=ranks.rank, world_size=ranks.world),
+        CacheLoader(cache, val_rows, train.batch_size, device, seed=train.seed, placement=train.placement),
     ]  # fmt: skip
     run_config = {
         "kind": "segmenter",
