@@ -95,8 +95,9 @@ class Segmenter:
     def masks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
         """Post-processed lung masks, left on the segmenter's device.
 
-        Post-processing runs on the device off the CPU (:func:`~lungcls.seg.postprocess.postprocess_batch`),
-        with scikit-image on CPU; both give the same masks.
+        On a GPU, post-processing runs there on whole batches
+        (:func:`~lungcls.seg.postprocess.postprocess_batch`); on CPU it uses scikit-image. Both give
+        the same masks.
 
         Args:
             images: uint8 (N, 1, H, W).
