@@ -73,6 +73,11 @@ def naive_epochs(loader: DataLoader, step, epochs: int, device: torch.device) ->
     return {"img_s": max(rates[1:] or rates), "per_epoch_img_s": rates, "peak_gpu_mb": peak_mb(device)}
 
 
+def gpu_batch(training_batch: int, device: torch.device) -> int | None:
+    """lungcls's inference batch: 4x the training batch on a GPU; on CPU the library's default (None)."""
+    return training_batch * 4 if device.type == "cuda" else None
+
+
 def timed_runs(run, images: int, repeats: int, device: torch.device) -> dict:
     """Images/s of ``run()`` (which processes ``images`` images) over ``repeats`` calls after one warm-up."""
     run()
@@ -186,7 +191,7 @@ def seg_infer(cache: PackedCache, cfg: SegmenterConfig, args, device: torch.devi
                 for chunk in images.split(args.batch_size):
                     torch.sigmoid(model((chunk.float() / 255 - 0.5) / 0.25))
     else:
-        bs = args.batch_size * 4 if device.type == "cuda" else None  # None: the library's CPU default
+        bs = gpu_batch(args.batch_size, device)
         segmenter = Segmenter(model, cfg, device=device, batch_size=bs, compile=args.compile)
 
         def run() -> None:
@@ -257,7 +262,7 @@ def cls_infer(cache: PackedCache, cfg: ClassifierConfig, args, device: torch.dev
                     small = torch.nn.functional.interpolate(chunk.float(), size=size, mode="bilinear")
                     torch.softmax(model((small / 255 - cfg.mean) / cfg.std), dim=1)
     else:
-        bs = args.cls_batch_size * 4 if device.type == "cuda" else None  # None: the library's CPU default
+        bs = gpu_batch(args.cls_batch_size, device)
         clf = Classifier(build_classifier(cfg), cfg, device=device, batch_size=bs, compile=args.compile)
 
         def run() -> None:
@@ -291,7 +296,7 @@ def pipeline_predict(
                     torch.softmax(clf((small - ccfg.mean) / ccfg.std), dim=1)
     else:
         images = torch.from_numpy(cache.images[:n].copy())[:, None]
-        bs = args.cls_batch_size * 4 if device.type == "cuda" else None  # None: the library's CPU default
+        bs = gpu_batch(args.cls_batch_size, device)
         segmenter = Segmenter(build_segmenter(scfg), scfg, device=device, batch_size=bs, compile=args.compile)
         classifier = Classifier(build_classifier(ccfg), ccfg, device=device, batch_size=bs, compile=args.compile)
         pipe = Pipeline(segmenter, classifier)

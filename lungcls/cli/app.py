@@ -42,6 +42,9 @@ CacheDir = Annotated[Optional[Path], typer.Option("--cache", help="Where to cach
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in OUT with its saved settings.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Refuse data with a patient or picture in two splits.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: all CPU cores).")]
+InferenceBatch = Annotated[
+    Optional[int], typer.Option("--batch-size", help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
+]
 
 
 def _version(value: bool) -> None:

@@ -15,6 +15,7 @@ from .app import (
     Deterministic,
     Device,
     EmaEpochs,
+    InferenceBatch,
     Lr,
     Patience,
     Resume,
@@ -160,9 +161,7 @@ def classify(
         typer.Option(help="Stage-1 run (default: the bundle's, or the one the classifier was trained with)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("classify.csv"),
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
-    ] = None,
+    batch_size: InferenceBatch = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """Classify CXRs as COVID-19 / Non-COVID / Normal; writes a CSV with the probabilities, lung fraction and flags."""

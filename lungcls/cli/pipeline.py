@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import LungclsError
-from .app import _fail, _refuse_out_inside_inputs, app
+from .app import InferenceBatch, _fail, _refuse_out_inside_inputs, app
 from .cls import _load_pipeline, _report_rows
 
 
@@ -21,9 +21,7 @@ def predict(
         bool, typer.Option("--explain", help="Grad-CAM overlays and the in-lung share of the saliency.")
     ] = False,
     seg_model: Annotated[Optional[Path], typer.Option(help="Stage-1 run (default: the bundle's).")] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
-    ] = None,
+    batch_size: InferenceBatch = None,
     device: Annotated[str, typer.Option()] = "auto",
     force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
 ) -> None:

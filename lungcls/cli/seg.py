@@ -15,6 +15,7 @@ from .app import (
     Deterministic,
     Device,
     EmaEpochs,
+    InferenceBatch,
     Lr,
     Patience,
     Placement,
@@ -119,9 +120,7 @@ def segment(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
     model: Annotated[Path, typer.Option(help="A train-seg run folder.")],
     out: Annotated[Path, typer.Option(help="Output folder (masks/, overlays/, crops/, segment.csv).")],
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per forward pass (default: 64-256 on a GPU, 8 on CPU).")
-    ] = None,
+    batch_size: InferenceBatch = None,
     device: Annotated[str, typer.Option()] = "auto",
     force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
 ) -> None:
