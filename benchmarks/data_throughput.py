@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, write_results  # noqa: E402
 
 from lungcls.data import PackedCache, open_dataset, prepare_cache  # noqa: E402
-from lungcls.data.albu import ImageDataset  # noqa: E402
-from lungcls.data.augment import DeviceAugment, to_float  # noqa: E402
+from lungcls.data.dataset import ImageDataset  # noqa: E402
+from lungcls.data.augment import DeviceAugment  # noqa: E402
 from lungcls.data.loader import CacheLoader  # noqa: E402
 
 DEFAULT_SETS = ["ieee8023-radiologist100", "ieee8023-v7labs427", "nih-cxr8", "covid19-radiography"]
@@ -80,7 +80,7 @@ def main() -> None:
     def png_step(batch) -> int:
         images = batch["image"].to(device, non_blocking=True)
         masks = batch["mask"].to(device, non_blocking=True)
-        aug(to_float(images, 0.0, 1.0), masks)
+        aug(images.float() / 255, masks)
         return images.shape[0]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +97,7 @@ def main() -> None:
             return loader
 
         def cache_step(batch) -> int:
-            aug(to_float(batch.images, 0.0, 1.0), batch.masks)
+            aug(batch.images.float() / 255, batch.masks)
             return len(batch)
 
         png_rate = time_epochs(png_batches, args.epochs, device, png_step)

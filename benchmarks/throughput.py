@@ -36,7 +36,7 @@ from common import data_root, write_results  # noqa: E402
 from lungcls.cls.task import ClassificationTask  # noqa: E402
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig  # noqa: E402
 from lungcls.data import Manifest, PackedCache, open_dataset, prepare_cache  # noqa: E402
-from lungcls.data.albu import ImageDataset  # noqa: E402
+from lungcls.data.dataset import ImageDataset  # noqa: E402
 from lungcls.data.augment import DeviceAugment  # noqa: E402
 from lungcls.data.loader import CacheLoader  # noqa: E402
 from lungcls.engine.trainer import fit, seed_everything  # noqa: E402

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from .atomic import atomic_path, write_json
+from .atomic import write_bytes
 from .errors import CheckpointError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
@@ -37,8 +37,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically (contiguous CPU copies)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_bytes(path, save(tensors, metadata=metadata))  # the same file mode as every other file lungcls writes
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -50,11 +49,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(path):
-        raise CheckpointError(
-            f"{path}: looks like a pickle checkpoint; lungcls loads only safetensors weights "
-            "(pickles can run code when loaded)"
-        )
+    refuse_pickle(path)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -66,14 +61,30 @@ def save_model(path: str | Path, model: torch.nn.Module) -> None:
     save_weights(path, unwrap(model).state_dict())
 
 
-def load_model(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
-    """Load safetensors weights into ``model`` (strict: names and shapes must match)."""
-    state = load_weights(path)
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> torch.nn.Module:
+    """Load ``state`` into ``model`` strictly (names and shapes must match), in the model's dtype.
+
+    Weights of encoder stages the model was built without (:data:`lungcls.models.unet.STRIPPED`; saved
+    by older versions) are dropped first.
+    """
+    from .models.unet import STRIPPED
+
+    model = unwrap(model)
+    stripped = tuple(getattr(model, STRIPPED, ()))
+    if stripped:
+        state = {k: v for k, v in state.items() if not k.startswith(stripped)}
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()}
     try:
-        unwrap(model).load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{where}: weights do not fit this model ({str(e).splitlines()[0]})") from None
     return model
+
+
+def load_model(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
+    """Load a safetensors file into ``model`` (see :func:`load_state`)."""
+    return load_state(model, load_weights(path), path)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -110,13 +121,22 @@ def read_json(path: str | Path) -> dict:
     return data
 
 
-def write_config(path: str | Path, config: dict) -> None:
-    """Write a run's JSON config atomically."""
-    write_json(path, config)
+def refuse_pickle(path: str | Path) -> None:
+    """Raise unless ``path`` may be a safetensors file: pickles are refused without being opened by pickle.
 
-
-def _looks_like_pickle(path: Path) -> bool:
+    Raises:
+        CheckpointError: a pickle suffix, or pickle / ``torch.save`` bytes at the start of the file.
+    """
+    path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{"
+    if path.suffix.lower() not in PICKLE_SUFFIXES and len(head) == 9 and head[8:9] == b"{" \
+            and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return
     # pickle protocol 2+ starts with 0x80; torch.save zips start with PK
-    return head[:1] == b"\x80" or head[:2] == b"PK"
+    if path.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
+        raise CheckpointError(
+            f"{path}: looks like a pickle checkpoint; lungcls loads only safetensors weights "
+            "(pickles can run code when loaded)"
+        )

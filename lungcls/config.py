@@ -23,9 +23,10 @@ class SegmenterConfig:
 
     Attributes:
         encoder_name: any smp encoder (``resnet34``, ``resnet18``, ``mobilenet_v2``, ...).
-        encoder_weights: ``None`` (default, no download) or ``"imagenet"`` from the local cache.
+        encoder_weights: the weights training started from (provenance only: loading a trained
+            model never reads them): ``None`` (random), ``"imagenet"`` (smp's local cache) or a file.
         encoder_depth: encoder stages (3 to 5); fewer is faster and smaller.
-        decoder_channels: decoder widths, one per encoder stage.
+        decoder_channels: decoder widths, one per encoder stage (default: smp's, cut to the depth).
         image_size: working size in pixels (square).
         mean, std: normalisation of [0, 1] pixel values, applied on the device.
     """
@@ -34,27 +35,35 @@ class SegmenterConfig:
     encoder_name: str = "resnet34"
     encoder_weights: str | None = None
     encoder_depth: int = 5
-    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    decoder_channels: list[int] | None = None
     in_channels: int = 1
     classes: int = 1
     image_size: int = 256
     mean: float = 0.5
     std: float = 0.25
 
+    def __post_init__(self) -> None:
+        if self.decoder_channels is None:  # smp's widths, one per encoder stage
+            self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth :] if 1 <= self.encoder_depth <= 5 else []
+
 
 @dataclass
 class ClassifierConfig:
-    """Stage 2: torchvision ResNet-50 (``arch``; ``resnet18`` for quick CPU runs), 1-channel stem, 3 classes,
-    and how its input is made.
+    """Stage 2: torchvision ResNet-50 (``arch``; ``resnet18`` for quick CPU runs), 1-channel stem, and
+    how its input is made.
 
     Attributes:
+        class_names: the classes, in the order of the outputs (default the three COVID-QU-Ex classes;
+            training takes them from the data or from ``--classes``).
         image_size: classifier input side in pixels.
         mean, std: normalisation of [0, 1] pixels (one channel; the ImageNet means/stds averaged).
         mode: ``raw``, ``masked``, ``cropped`` or ``masked-cropped`` (see :mod:`lungcls.masking`).
         margin: crop margin, a fraction of the lung box on each side.
-        mask_source: ``none`` (raw), ``gt`` (the dataset's masks) or ``predicted`` (a stage-1 run).
-        pretrained: started from ImageNet weights (RGB filters summed into the one channel).
+        mask_source: ``none`` (raw), ``gt`` (the dataset's masks) or ``predicted`` (a stage-1 model).
+        pretrained: training started from ImageNet weights (provenance only: loading never reads them).
+        init_weights: the weights file training started from, as ``name sha256:...`` (provenance only).
         working_size: size images are read at before crop-and-mask (the cache's size).
+        temperature: divides the logits before the softmax (1 = uncalibrated); fitted on Val after training.
     """
 
     arch: str = "resnet50"
@@ -67,31 +76,55 @@ class ClassifierConfig:
     margin: float = 0.1
     mask_source: str = "none"
     pretrained: bool = False
+    init_weights: str | None = None
     working_size: int = 256
+    temperature: float = 1.0
 
 
 @dataclass
 class PostprocessConfig:
-    """Stage 1 post-processing, each step optional.
+    """Stage 1 post-processing, each step optional, and the mask-quality flags.
+
+    The flag limits come from the ground-truth masks of the real sets at 256 px (4,384 COVID-QU-Ex,
+    427 v7labs, 100 radiologist masks): lungs cover 4.5-61% of the image; the smaller side (image
+    left or right half) holds at least 4% and typically 83% of the larger; the central band of
+    columns (30-70% of the width) always has a column with at most 26% of the fullest column's lung
+    pixels (the mediastinum); the two sides' centres of mass lie within 0.24 of the image height of
+    each other in all COVID-QU-Ex masks (0.48 in one radiologist mask).
 
     Attributes:
         threshold: probability above which a pixel is lung.
         keep_largest: keep this many largest connected components (0 keeps all).
         fill_holes: fill holes inside the lung fields.
-        min_lung_fraction: below this share of the image, the image is flagged ``no-lung``.
-        max_lung_fraction: above this share, flagged ``implausible-lung-area`` (e.g. not a CXR).
+        min_lung_fraction: below this share of the image: ``no-lung``.
+        max_lung_fraction: above this share: ``implausible-lung-area`` (e.g. not a CXR).
+        min_side_ratio: smaller side's lung area over the larger side's below this: ``one-lung-field``.
+        max_midline_share: the emptiest central column holds more than this share of the fullest
+            column's lung pixels (no mediastinum between two fields): ``lung-fields-joined``.
+        max_centre_offset: the two sides' centres of mass further apart vertically than this share of
+            the image height: ``lung-fields-misaligned``.
     """
 
     threshold: float = 0.5
     keep_largest: int = 2
     fill_holes: bool = True
     min_lung_fraction: float = 0.02
-    max_lung_fraction: float = 0.7
+    max_lung_fraction: float = 0.65
+    min_side_ratio: float = 0.2
+    max_midline_share: float = 0.5
+    max_centre_offset: float = 0.3
 
 
 @dataclass
 class AugmentConfig:
-    """Device augmentation (see :class:`lungcls.data.augment.DeviceAugment`)."""
+    """Device augmentation (see :class:`lungcls.data.augment.DeviceAugment`).
+
+    Attributes:
+        rotation: maximum rotation in degrees; scale: (min, max) zoom; translate: maximum shift as a
+        fraction of the size; brightness: maximum additive change (fraction of the range); contrast:
+        maximum relative change around the image mean; hflip: probability of a horizontal flip (off:
+        it moves the heart); p: probability that an image is augmented at all.
+    """
 
     rotation: float = 10.0
     scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
@@ -114,12 +147,15 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this (0 = off).
         patience: stop after this many epochs without a better validation metric (0 = never).
         seed: seeds weights, shuffling and augmentation; resuming continues the same draws.
-        amp: bf16 autocast on CUDA (CPU always runs fp32).
-        channels_last: memory format on CUDA.
+        amp: bf16 autocast on CUDA (CPU runs fp32 unless ``amp_cpu``).
+        amp_cpu: bf16 autocast on the CPU too (slower on most CPUs; exercises the CUDA precision path).
+        channels_last: channels_last memory format (CUDA and CPU).
         compile: ``torch.compile`` the model.
-        deterministic: deterministic kernels only (``torch.use_deterministic_algorithms``; slower on
-            CUDA, where ``grid_sample``/``roi_align`` backward and cuDNN autotuning are otherwise
-            nondeterministic). CPU runs with the same seed are reproducible either way.
+        deterministic: deterministic kernels where torch has them (``torch.use_deterministic_algorithms``
+            in warn-only mode: an op without a deterministic kernel, such as CUDA's adaptive-average-pool
+            backward in ResNet, warns and runs nondeterministically instead of stopping the run); cuDNN
+            autotuning off; the flags are restored when training ends. CPU runs with the same seed are
+            reproducible either way.
         device: ``auto`` (CUDA when available), ``cuda``, ``cuda:1``, ``cpu``.
         placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
         label_smoothing: cross-entropy label smoothing (classification only).
@@ -138,6 +174,7 @@ class TrainConfig:
     patience: int = 0
     seed: int = 0
     amp: bool = True
+    amp_cpu: bool = False
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False

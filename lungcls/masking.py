@@ -64,7 +64,7 @@ def lung_boxes(masks: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.
 
 def crop_and_mask(
     images: torch.Tensor, masks: torch.Tensor | None, mode: str, size: int, margin: float = 0.1
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Make the classifier input.
 
     Args:
@@ -75,8 +75,11 @@ def crop_and_mask(
         margin: crop margin, a fraction of the lung box's size on each side.
 
     Returns:
-        (inputs, empty): inputs float32 (N, 1, size, size) in [0, 1]; empty bool (N,) where the
-        mask was empty and ``raw`` was used instead (always False for ``raw``).
+        (inputs, lungs, empty): inputs float32 (N, 1, size, size) in [0, 1]; lungs uint8 (N, 1, size,
+        size) in {0, 1}, the lung mask carried through the same geometry (None without masks); empty
+        bool (N,) where the mask was empty and ``raw`` was used instead (always False for ``raw``).
+        In the masked modes every pixel outside ``lungs`` is exactly 0 (the classifier's training
+        re-applies ``lungs`` after augmentation, so the background stays 0 there too).
     """
     check_mode(mode)
     if mode != "raw" and masks is None:
@@ -84,16 +87,28 @@ def crop_and_mask(
     n, _, h, w = images.shape
     x = images.float() / 255.0
     full = torch.tensor([0.0, 0.0, w, h], device=x.device).expand(n, 4)
-    if mode == "raw":
-        boxes, empty = full, torch.zeros(n, dtype=torch.bool, device=x.device)
-    else:
+    empty = torch.zeros(n, dtype=torch.bool, device=x.device)
+    boxes = full
+    m = (masks != 0).to(x.dtype) if masks is not None else None
+    if mode != "raw":
         boxes, empty = lung_boxes(masks, margin)
         if mode in ("masked", "masked-cropped"):
-            x = x * ((masks != 0) | empty[:, None, None, None])  # an empty mask keeps the raw image
+            x = x * (m + empty[:, None, None, None].to(x.dtype)).clamp_(max=1)  # an empty mask keeps the raw image
         if mode == "masked":
             boxes = full
-    if (h, w) == (size, size) and mode in ("raw", "masked"):  # the whole image at its own size: nothing to resample
-        return x, empty
+    whole = mode in ("raw", "masked")  # the whole field of view, no crop
+    x = _resample(x, boxes, size, whole)
+    lungs = (_resample(m, boxes, size, whole) > 0.5).to(torch.uint8) if m is not None else None
+    if lungs is not None and mode in ("masked", "masked-cropped"):
+        x = x * (lungs | empty[:, None, None, None]).to(x.dtype)
+    return x, lungs, empty
+
+
+def _resample(x: torch.Tensor, boxes: torch.Tensor, size: int, whole: bool) -> torch.Tensor:
+    """Each image's box resampled to (size, size); ``whole`` images at their own size are returned as they are."""
+    n, _, h, w = x.shape
+    if whole and (h, w) == (size, size):
+        return x
     rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
     # adaptive sampling: ceil(box / output) samples per output pixel (1:1 is an exact copy; shrinking averages)
-    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True), empty
+    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)

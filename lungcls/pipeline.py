@@ -5,14 +5,13 @@
     for r in pipe.predict(["a.png", "b.png"]):
         print(r.label, r.probs, r.lung_fraction, r.flags)
 
-A bundle folder holds ``pipeline.json`` (working size, mode, class names, versions),
-``segmenter/`` and ``classifier/`` (each ``config.json`` + ``model.safetensors``) and a generated
-``MODEL_CARD.md``. Research use only: not a diagnostic device.
+A bundle folder holds ``pipeline.json`` (working size, mode, class names, where each stage came
+from, versions), ``segmenter/`` and ``classifier/`` (each ``config.json`` + ``model.safetensors`` +
+``images.json``) and a generated ``MODEL_CARD.md``. Research use only: not a diagnostic device.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,14 @@ import torch
 
 from . import __version__
 from .atomic import write_json, write_text
-from .checkpoint import read_json
 from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import CheckpointError, ImageReadError, LungclsError
-from .io import read_image, resize_image
-from .seg.segmenter import Segmenter, describe_batch
+from .reader import read_images, resize_image
+from .seg.segmenter import Segmenter, describe
 
 ImageLike = str | Path | np.ndarray | torch.Tensor
+SegmenterLike = Segmenter | str | Path
 
 
 @dataclass
@@ -37,9 +36,10 @@ class Prediction:
     """One image's result.
 
     Attributes:
-        label: predicted class name; probs: {class name: probability}.
+        label: predicted class name; probs: {class name: probability} (calibrated, see
+            :mod:`lungcls.cls.calibration`).
         mask: uint8 (S, S) lung mask in {0, 1} at the working size (None without a segmenter).
-        box: lung bounding box (x0, y0, x1, y1) at the working size, or None.
+        box: lung bounding box (x0, y0, x1, y1) at the working size, x1/y1 exclusive, or None.
         lung_fraction: share of the image that is lung.
         flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``, ``unreadable``.
         error: why the image could not be read (file and reason), else None.
@@ -67,6 +67,7 @@ class Pipeline:
             raise LungclsError(f"a {classifier.cfg.mode!r} classifier needs a segmenter")
         self.segmenter, self.classifier = segmenter, classifier
         self.size = classifier.cfg.working_size
+        self.reports: dict[str, object] = {}  # evaluation reports, when the pipeline was just trained
 
     @property
     def mode(self) -> str:
@@ -76,57 +77,67 @@ class Pipeline:
     @property
     def class_names(self) -> list[str]:
         """Class names, in the order of the probabilities."""
-        return list(self.classifier.cfg.class_names)
+        return self.classifier.class_names
 
     # -- loading and saving -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None) -> Pipeline:
-        """Load a bundle (from :meth:`save`), or a ``train-cls`` run (its stage-1 run is found from its config)."""
-        path = Path(path)
-        if (path / "pipeline.json").is_file():
-            meta = read_json(path / "pipeline.json")
-            seg = Segmenter.load(path / "segmenter", device, batch_size=batch_size) if meta.get("segmenter") else None
-            return cls(seg, Classifier.load(path / "classifier", device, batch_size=batch_size))
-        if (path / "config.json").is_file() and read_json(path / "config.json").get("kind") == "classifier":
-            clf = Classifier.load(path, device, batch_size=batch_size)
-            seg = Segmenter.load(clf.seg_model, device, batch_size=batch_size) if clf.seg_model else None
-            return cls(seg, clf)
-        raise CheckpointError(f"{path}: neither a lungcls bundle (pipeline.json) nor a train-cls run")
-
-    def save(self, path: str | Path, runs: dict[str, str | Path] | None = None, metrics: dict | None = None) -> Path:
-        """Write a bundle folder: both stages' weights and configs, ``pipeline.json`` and ``MODEL_CARD.md``.
+    def load(
+        cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None,
+        segmenter: SegmenterLike | None = None,
+    ) -> Pipeline:  # fmt: skip
+        """Load a bundle (from :meth:`save`) or a ``train-cls`` run folder.
 
         Args:
-            runs: the run folders the stages came from (``segmenter``, ``classifier``), whose
-                ``config.json`` and ``model.safetensors`` are copied; default: the loaded ones.
-            metrics: evaluation figures to quote in the model card.
+            segmenter: use this stage-1 model instead of the bundle's, or of the one the classifier
+                was trained with (a :class:`Segmenter`, a run folder, a bundle or a built-in name).
+
+        Raises:
+            CheckpointError: ``path`` is neither (the message says what it found), or the classifier's
+                segmenter cannot be found.
         """
         path = Path(path)
-        runs = dict(runs or {})
-        for stage, obj in (("segmenter", self.segmenter), ("classifier", self.classifier)):
-            if obj is None:
-                continue
-            source = runs.get(stage) or obj.run
-            if source is None or not (Path(source) / "model.safetensors").is_file():
-                raise CheckpointError(f"no run folder known for the {stage}; pass runs={{'{stage}': RUN}}")
-            (path / stage).mkdir(parents=True, exist_ok=True)
-            for name in ("config.json", "model.safetensors"):
-                tmp = path / stage / f".{name}.tmp"
-                shutil.copyfile(Path(source) / name, tmp)
-                tmp.replace(path / stage / name)
+        classifier = Classifier.load(path, device, batch_size=batch_size)
+        if isinstance(segmenter, Segmenter):
+            return cls(segmenter, classifier)
+        spec = segmenter
+        if spec is None:
+            bundled = (path / "pipeline.json").is_file() and (path / "segmenter" / "config.json").is_file()
+            spec = path if bundled else classifier.segmenter_spec()
+        seg = Segmenter.load(spec, device, batch_size=batch_size) if spec is not None else None
+        return cls(seg, classifier)
+
+    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
+        """Write a bundle folder from the models in memory: both stages' weights and configs,
+        ``pipeline.json`` and ``MODEL_CARD.md``. Works for a pipeline that was never on disk.
+
+        Args:
+            metrics: extra figures to quote in the model card.
+        """
+        from .model_card import pipeline_card
+
+        path = Path(path)
+        seg_source = None
+        if self.segmenter is not None:
+            sha = self.segmenter.save(path / "segmenter")
+            source = self.segmenter.info.get("source", {})
+            seg_source = {"origin": source.get("origin", "memory"), "name": source.get("name"), "sha256": sha,
+                          "source_sha256": source.get("sha256")}  # fmt: skip
+        cls_sha = self.classifier.save(path / "classifier", segmenter={"origin": "bundle", "path": "../segmenter"}
+                                       if self.segmenter is not None else None)  # fmt: skip
         meta = {
-            "format": "lungcls-bundle/1",
+            "format": "lungcls-bundle/2",
             "lungcls": __version__,
             "mode": self.mode,
             "working_size": self.size,
             "class_names": self.class_names,
-            "segmenter": self.segmenter is not None,
+            "segmenter": seg_source,
+            "classifier": {"sha256": cls_sha},
             "postprocess": vars(self.segmenter.post) if self.segmenter else None,
             "metrics": metrics or {},
         }
         write_json(path / "pipeline.json", meta)
-        write_text(path / "MODEL_CARD.md", model_card(meta, read_json(path / "classifier" / "config.json")))
+        write_text(path / "MODEL_CARD.md", pipeline_card(self, meta))
         return path
 
     @classmethod
@@ -140,45 +151,38 @@ class Pipeline:
         classifier: ClassifierConfig | None = None,
         cls_train: TrainConfig | None = None,
         progress: bool = True,
+        overwrite: bool = False,
+        strict: bool = False,
     ) -> Pipeline:
-        """Train both stages in order (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
+        """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
 
-        Writes ``out/cache`` (the packed data, split by patient when the data has no split),
-        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``.
+        Writes ``out/cache`` (the packed data, split once for both stages when the data has no split),
+        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The returned
+        pipeline holds the trained models and their evaluation reports (:attr:`reports`).
         """
-        from dataclasses import replace
+        import dataclasses
 
         from .cls.train import train_classifier
+        from .recipes import classifier_recipe
         from .seg.train import train_segmenter
 
         out = Path(out)
-        seg_cfg = segmenter or SegmenterConfig()
-        cls_cfg = replace(classifier or ClassifierConfig(), mode=mode)
-        train_segmenter(data, out / "segmenter", seg_cfg, seg_train, cache_dir=out / "cache", progress=progress)
-        seg_run = out / "segmenter" if mode != "raw" else None
-        cls_train = cls_train or TrainConfig(label_smoothing=0.1, class_weighting=True)
-        train_classifier([out / "cache"], out / "classifier", cls_cfg, cls_train, seg_model=seg_run, progress=progress)
-        pipe = cls.load(out / "classifier", device=cls_train.device)
-        if pipe.segmenter is None:  # a raw classifier: keep the trained segmenter in the bundle all the same
-            pipe.segmenter = Segmenter.load(out / "segmenter", device=cls_train.device)
-        report = (
-            read_json(out / "classifier" / "eval_test.json")
-            if (out / "classifier" / "eval_test.json").is_file()
-            else {}
-        )
-        metrics = {"test_accuracy": report["accuracy"], "test_macro_f1": report["macro_avg"]["f1"]} if report else {}
-        pipe.save(
-            out / "bundle", runs={"segmenter": out / "segmenter", "classifier": out / "classifier"}, metrics=metrics
-        )
-        return cls.load(out / "bundle", device=cls_train.device)
+        cls_model = dataclasses.replace(classifier or classifier_recipe("default")[0], mode=mode)
+        seg_run = train_segmenter(data, out / "segmenter", segmenter, seg_train, cache_dir=out / "cache",
+                                  progress=progress, overwrite=overwrite, strict=strict)  # fmt: skip
+        cls_run = train_classifier([out / "cache"], out / "classifier", cls_model, cls_train,
+                                   segmenter=seg_run.model if mode != "raw" else None, progress=progress,
+                                   overwrite=overwrite, strict=strict)  # fmt: skip
+        pipe = cls(seg_run.model, cls_run.model)  # a raw classifier keeps the trained segmenter all the same
+        pipe.reports = {**{f"segmenter_{k}": v for k, v in seg_run.reports.items()},
+                        **{f"classifier_{k}": v for k, v in cls_run.reports.items()}}  # fmt: skip
+        pipe.save(out / "bundle")
+        return pipe
 
     # -- inference ----------------------------------------------------------------------------
 
     def images(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Any accepted input -> uint8 (N, 1, S, S) at the working size.
-
-        Accepts a path, a uint8 array or tensor (H, W), (N, H, W) or (N, 1, H, W), or a list of
-        these. Float arrays/tensors must be in [0, 1].
 
         Raises:
             ImageReadError: a path could not be read (the batch methods go on past it instead).
@@ -190,56 +194,38 @@ class Pipeline:
         return batch
 
     def load_batch(self, images: ImageLike | Sequence[ImageLike]) -> tuple[torch.Tensor, list[int | ImageReadError]]:
-        """Read what :meth:`images` accepts, going on past unreadable files.
+        """Read a path, a uint8 array or tensor (H, W), (N, H, W) or (N, 1, H, W), or a list of these
+        (float arrays in [0, 1] too), going on past unreadable files.
 
         Returns:
-            (batch uint8 (M, 1, S, S) of the readable images, one slot per input image: its row in
-            the batch, or the :class:`ImageReadError` that stopped it).
+            (batch uint8 (M, 1, S, S) of the readable images, one slot per input image: its row in the
+            batch, or the :class:`ImageReadError` that stopped it).
         """
-        if (
-            isinstance(images, torch.Tensor)
-            and images.dtype == torch.uint8
-            and images.shape[1:] == (1, self.size, self.size)
-        ):
+        s = self.size
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape[1:] == (1, s, s):
             return images, list(range(len(images)))  # already a batch at the working size: used as it is
         items = images if isinstance(images, (list, tuple)) else [images]
         out: list[np.ndarray] = []
         slots: list[int | ImageReadError] = []
         for item in items:
             if isinstance(item, (str, Path)):
-                try:
-                    out.append(read_image(item, (self.size, self.size)))
-                    slots.append(len(out) - 1)
-                except ImageReadError as e:
-                    slots.append(e)
+                read = read_images([item], (s, s))
+                slots += [len(out) + x if isinstance(x, int) else x for x in read.slots]
+                out += list(read.images)
                 continue
-            a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-            if a.dtype != np.uint8:
-                if a.min() < 0 or a.max() > 1:
-                    raise ValueError(f"float images must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}]")
-                a = np.round(a * 255).astype(np.uint8)
-            if a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4:
-                raise ValueError(f"got a colour array of shape {a.shape}; pass grayscale (H, W) images, or file paths")
-            a = a.reshape((-1,) + a.shape[-2:]) if a.ndim in (3, 4) else a[None]
-            if a.ndim != 3:
-                raise ValueError(
-                    f"expected an image (H, W) or a batch (N, H, W) / (N, 1, H, W), got shape {item.shape}"
-                )
-            for x in a:
-                out.append(resize_image(np.ascontiguousarray(x), (self.size, self.size)))
+            for x in _as_arrays(item):
+                out.append(resize_image(x, (s, s)))
                 slots.append(len(out) - 1)
-        batch = (
-            torch.from_numpy(np.stack(out))[:, None]
-            if out
-            else torch.empty(0, 1, self.size, self.size, dtype=torch.uint8)
-        )
+        batch = torch.from_numpy(np.stack(out))[:, None] if out else torch.empty(0, 1, s, s, dtype=torch.uint8)
         return batch, slots
 
     def segment(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray | None]:
         """Lung masks, uint8 (S, S) in {0, 1}, one per image (None for a file that could not be read)."""
         if self.segmenter is None:
             raise LungclsError("this pipeline has no segmenter")
-        return [p.mask if p.error is None else None for p in self.predict(images)]
+        batch, slots = self.load_batch(images)
+        masks = self.segmenter.masks(batch)[0][:, 0].cpu().numpy() if len(batch) else []
+        return [None if isinstance(slot, ImageReadError) else masks[slot] for slot in slots]
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Class probabilities, float (N, K), in the order of :attr:`class_names` (NaN rows for unreadable files)."""
@@ -250,11 +236,20 @@ class Pipeline:
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
         """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest go on."""
         batch, slots = self.load_batch(images)
+        return self.predict_batch(batch, slots)
+
+    def predict_batch(
+        self, batch: torch.Tensor, slots: list[int | ImageReadError] | None = None,
+        segmented: tuple[torch.Tensor, list[list[str]]] | None = None,
+    ) -> list[Prediction]:  # fmt: skip
+        """:meth:`predict` for a uint8 (N, 1, S, S) batch already at the working size (and slots from
+        :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed."""
+        slots = list(range(len(batch))) if slots is None else slots
         masks, segs = None, None
         if self.segmenter is not None and len(batch):
-            masks, flags = self.segmenter.masks(batch)  # on the device; the classifier reads them there
-            segs = describe_batch(masks, flags)
-        probs, empty = self.classifier.probabilities(batch, masks if self.classifier.needs_masks else None)
+            masks, flags = segmented or self.segmenter.masks(batch)  # on the device; the classifier reads them there
+            segs = describe(masks, flags)
+        probs, empty = self.classifier.probabilities(batch, masks)
         out = []
         for slot in slots:
             if isinstance(slot, ImageReadError):
@@ -262,71 +257,51 @@ class Pipeline:
                 continue
             s = segs[slot] if segs else None
             flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[slot]) else [])
-            out.append(
-                Prediction(
-                    label=self.class_names[int(probs[slot].argmax())],
-                    probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
-                    mask=s.mask if s else None,
-                    box=s.bbox if s else None,
-                    lung_fraction=s.lung_fraction if s else float("nan"),
-                    flags=flags,
-                )
-            )
+            out.append(Prediction(
+                label=self.class_names[int(probs[slot].argmax())],
+                probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
+                mask=s.mask if s else None, box=s.box if s else None,
+                lung_fraction=s.lung_fraction if s else float("nan"), flags=flags,
+            ))  # fmt: skip
         return out
 
-    def explain(self, images: ImageLike | Sequence[ImageLike], targets: list[int] | None = None) -> list[dict]:
-        """Grad-CAM of the classifier for each image (predicted class, or ``targets``).
+    def explain(
+        self, images: ImageLike | Sequence[ImageLike], targets: list[int] | None = None, method: str = "gradcam"
+    ) -> list[dict]:
+        """Class-activation maps of the classifier (pytorch-grad-cam) for each image.
+
+        Args:
+            targets: the class index to explain per image (default: the predicted class).
+            method: ``gradcam``, ``gradcam++``, ``hirescam``, ``xgradcam``, ``layercam``, ``eigencam`` ...
+                (see :data:`lungcls.explain.CAM_METHODS`).
 
         Returns:
             Per image: ``cam`` float (S, S) in [0, 1] over the classifier input, ``input`` that input
-            (float (S, S) in [0, 1]), ``lung`` the lung mask in the same geometry (or None), and
-            ``in_lung_share``: the share of the map inside the lungs (NaN without a segmenter).
+            (float (S, S) in [0, 1]), ``lung`` the lung mask in the same geometry (or None),
+            ``in_lung_share``: the share of the map inside the lungs (NaN without a segmenter), and
+            ``box``: the crop box (x0, y0, x1, y1) at the working size that the input shows.
         """
-        from .explain import gradcam, in_lung_share, input_lung_masks
+        from .explain import explain
 
         batch = self.images(images)
-        segs = self.segmenter.segment(batch) if self.segmenter is not None else None
-        masks = torch.from_numpy(np.stack([s.mask for s in segs]))[:, None] if segs else None
-        clf = self.classifier
-        cams = gradcam(clf, batch, masks if clf.needs_masks else None, targets)
-        x01, _ = clf.task.inputs(batch.to(clf.device), masks.to(clf.device) if clf.needs_masks else None)
-        lungs = input_lung_masks(clf, masks) if masks is not None else None
-        shares = in_lung_share(cams, lungs) if lungs is not None else np.full(len(cams), np.nan)
-        return [
-            {"cam": cams[k], "input": x01[k, 0].float().cpu().numpy(), "lung": lungs[k] if lungs is not None else None,
-             "in_lung_share": float(shares[k])}
-            for k in range(len(cams))
-        ]  # fmt: skip
+        masks = self.segmenter.masks(batch)[0] if self.segmenter is not None else None
+        return explain(self.classifier, batch, masks, targets, method)
 
 
-def model_card(meta: dict, cls_config: dict) -> str:
-    """A short Markdown model card: what it is, how it was trained, figures, intended use, limits."""
-    data = cls_config.get("data", {})
-    metrics = meta.get("metrics") or {}
-    lines = [
-        "# lungcls pipeline",
-        "",
-        "**Research use only. Not a diagnostic device**: not clinically validated; must not be used to diagnose,",
-        "treat or triage patients.",
-        "",
-        f"- Stage 1: U-Net lung segmentation; stage 2: {cls_config['model']['arch']} on `{meta['mode']}` inputs "
-        f"({cls_config['model']['image_size']} px), classes {', '.join(meta['class_names'])}.",
-        f"- Working size {meta['working_size']} px; lungcls {meta['lungcls']}.",
-        f"- Trained on: {', '.join(data.get('inputs', [])) or 'unknown'} (data manifest {data.get('manifest_digest', '?')[:12]}).",
-        "",
-        "## Metrics (last evaluation)",
-        "",
-    ]
-    lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()] or [
-        "- none recorded"
-    ]
-    lines += [
-        "",
-        "## Intended use and limits",
-        "",
-        "- Machine-learning research on chest X-rays (e.g. comparing classifiers on raw vs lung-masked images).",
-        "- Labels of public CXR sets are noisy and class is often confounded with the source hospital or scanner:",
-        "  accuracy on such data can reflect shortcuts rather than disease. Check per-source results.",
-        "- Not evaluated on paediatric images, lateral views, or devices and populations unlike the training data.",
-    ]
-    return "\n".join(lines) + "\n"
+def _as_arrays(item: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+    """A uint8 (or [0, 1] float) array or tensor (H, W), (N, H, W) or (N, 1, H, W) -> uint8 (H, W) images."""
+    a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    if a.dtype != np.uint8:
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError(f"float images must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}]")
+        a = np.round(a * 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4:
+        raise ValueError(f"got a colour array of shape {a.shape}; pass grayscale (H, W) images, or file paths")
+    if a.ndim == 4 and a.shape[1] != 1:
+        raise ValueError(f"expected (N, 1, H, W), got shape {a.shape}")
+    if a.ndim not in (2, 3, 4):
+        raise ValueError(f"expected an image (H, W) or a batch (N, H, W) / (N, 1, H, W), got shape {a.shape}")
+    return [np.ascontiguousarray(x) for x in a.reshape((-1,) + a.shape[-2:])]
+
+
+__all__ = ["Pipeline", "Prediction", "CheckpointError"]

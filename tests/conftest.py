@@ -12,6 +12,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _leave_logging_as_found():
+    """A CLI test configures the 'lungcls' logger and may turn progress bars off; undo it after every test,
+    so library tests see warnings through pytest's caplog."""
+    import logging
+
+    from lungcls.progress import set_enabled
+
+    yield
+    logger = logging.getLogger("lungcls")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+    set_enabled(True)
+
+
 def shared_data_root() -> Path:
     """``$LUNGCLS_DATA``, else ``../shared/data`` beside the checkout."""
     return Path(os.environ.get("LUNGCLS_DATA", REPO.parent / "shared" / "data"))

@@ -12,7 +12,7 @@ from lungcls import DataError
 from lungcls.data import PackedCache, discover, prepare_cache
 from lungcls.data import cache as cache_module
 from lungcls.data.manifest import Manifest, Sample
-from lungcls.io import read_image, read_mask
+from lungcls.reader import read_image, read_mask
 
 
 def test_cache_round_trip_is_pixel_exact_on_real_files(tmp_path, shared_data):
@@ -27,7 +27,7 @@ def test_cache_round_trip_is_pixel_exact_on_real_files(tmp_path, shared_data):
     for k, s in enumerate(cache.samples):
         assert np.array_equal(cache.images[k], read_image(s.image)), s.image
         assert np.array_equal(cache.masks[k], read_mask(s.mask)), s.mask
-    assert cache.has_mask.all() and cache.labels.tolist() == [s.label for s in manifest]
+    assert cache.has_mask.all() and [cache.class_names[k] for k in cache.labels] == [s.label for s in manifest]
 
 
 def test_rerun_does_no_work_and_a_changed_file_alone_is_decoded(tmp_path, radiologist100):

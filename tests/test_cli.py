@@ -72,3 +72,20 @@ def test_usage_errors_exit_2_and_inputs_are_protected(tmp_path, radiologist100):
     (tmp_path / "split.csv").write_text("keep me")
     exists = runner.invoke(app, ["data", "split", str(radiologist100), "--out", str(tmp_path / "split.csv")])
     assert exists.exit_code == 2 and (tmp_path / "split.csv").read_text() == "keep me"
+
+
+def test_help_reads_like_a_normal_click_cli():
+    out = runner.invoke(app, ["segment", "--help"], terminal_width=100).output
+    assert "Usage: lungcls segment [OPTIONS] INPUT..." in out
+    assert "<bool>" not in out and "<list[" not in out and "{INPUT" not in out
+    assert "--device DEVICE" in out and "auto (CUDA if present), cpu, cuda or cuda:N" in out
+    assert "--cpu " in out and "-q, --quiet, --no-progress" in out and "-v, --verbose" in out
+    modes = runner.invoke(app, ["train-cls", "--help"], terminal_width=100).output
+    assert "[raw|masked|cropped|masked-cropped]" in modes
+    bad = runner.invoke(app, ["train-cls", "x", "--out", "y", "--mode", "lungs"])
+    assert bad.exit_code == 2 and "lungs" in bad.output
+
+
+def test_verbosity_flags_work_after_the_command_too(tmp_path, radiologist100):
+    quiet = runner.invoke(app, ["data", "inspect", str(radiologist100), "-q", "--workers", "0"])
+    assert quiet.exit_code == 0 and "100 images" in quiet.output and "inspecting" not in quiet.output

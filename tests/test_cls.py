@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lungcls.cli import app
 from lungcls.cls.report import classification_report, format_markdown
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
-from lungcls.data import discover, make_split, prepare_cache
+from lungcls.data import CLASS_NAMES, discover, make_split, prepare_cache
 from lungcls.masking import crop_and_mask, lung_boxes
 from lungcls.models.resnet import gray_stem
 from lungcls.seg.train import train_segmenter
@@ -34,20 +34,21 @@ def planted_mask() -> torch.Tensor:
 
 def test_each_mode_yields_the_documented_pixels():
     image, mask = ramp(), planted_mask()
-    raw, _ = crop_and_mask(image, mask, "raw", 64)
+    raw, lungs, _ = crop_and_mask(image, mask, "raw", 64)
     assert torch.equal(raw * 255, image.float())  # the whole CXR, untouched at the same size
-    masked, _ = crop_and_mask(image, mask, "masked", 64)
+    assert torch.equal(lungs, mask)  # the lungs in the input's geometry
+    masked, _, _ = crop_and_mask(image, mask, "masked", 64)
     assert torch.equal(masked * 255, (image * mask).float())  # zero outside the lungs, same field of view
     boxes, empty = lung_boxes(mask, margin=0.0)
     assert boxes.tolist() == [[8.0, 16.0, 56.0, 48.0]] and not empty.any()
-    cropped, _ = crop_and_mask(image, mask, "cropped", 32, margin=0.0)  # box 48 x 32 px -> 32 x 32
+    cropped, _, _ = crop_and_mask(image, mask, "cropped", 32, margin=0.0)  # box 48 x 32 px -> 32 x 32
     expected = torch.nn.functional.interpolate(
         image[..., 16:48, 8:56].float(), size=(32, 32), mode="bilinear", align_corners=False
     )
     assert (cropped * 255 - expected).abs().max() < 1.0  # bilinear resampling of exactly the lung box
-    both, _ = crop_and_mask(image, mask, "masked-cropped", 32, margin=0.0)
+    both, lungs, _ = crop_and_mask(image, mask, "masked-cropped", 32, margin=0.0)
     assert both[0, 0, :, 12:20].max() == 0  # the gap between the lungs (columns 24-39 of 8-55) stays black
-    assert both.max() > 0
+    assert both.max() > 0 and both[lungs == 0].max() == 0  # exactly 0 outside the lungs
     wide, _ = lung_boxes(mask, margin=0.25)
     assert wide.tolist() == [[0.0, 8.0, 64.0, 56.0]]  # grown by 25% of 48 x 32 on each side, clipped to the image
 
@@ -56,9 +57,9 @@ def test_empty_mask_falls_back_to_raw_and_is_flagged():
     images = torch.cat([ramp(), ramp()])
     masks = torch.cat([planted_mask(), torch.zeros(1, 1, 64, 64, dtype=torch.uint8)])
     for size in (64, 48):
-        raw, _ = crop_and_mask(images, masks, "raw", size)
+        raw, _, _ = crop_and_mask(images, masks, "raw", size)
         for mode in ("masked", "cropped", "masked-cropped"):
-            out, empty = crop_and_mask(images, masks, mode, size)
+            out, _, empty = crop_and_mask(images, masks, mode, size)
             assert empty.tolist() == [False, True]
             assert torch.equal(out[1], raw[1]), (mode, size)
     with pytest.raises(ValueError, match="expected one of raw, masked, cropped, masked-cropped"):
@@ -82,18 +83,18 @@ def test_metrics_agree_with_a_hand_computed_confusion_matrix():
     preds = torch.tensor([0, 0, 0, 1, 0, 1, 1, 2, 2, 2, 2, 2])
     probs = torch.nn.functional.one_hot(preds, 3).float() * 0.8 + 0.2 / 3
     r = classification_report(probs, labels, ["COVID-19", "Non-COVID", "Normal"], n_boot=50)
-    assert r["confusion"] == [[3, 1, 0], [1, 2, 1], [0, 0, 4]]
-    assert r["accuracy"] == pytest.approx(9 / 12)
-    covid, non, normal = (r["per_class"][n] for n in ("COVID-19", "Non-COVID", "Normal"))
+    assert r.confusion == [[3, 1, 0], [1, 2, 1], [0, 0, 4]]
+    assert r.accuracy == pytest.approx(9 / 12)
+    covid, non, normal = (r.per_class[n] for n in ("COVID-19", "Non-COVID", "Normal"))
     assert (covid["precision"], covid["recall"], covid["support"]) == (pytest.approx(3 / 4), pytest.approx(3 / 4), 4)
     assert non["precision"] == pytest.approx(2 / 3) and non["recall"] == pytest.approx(2 / 4)
     assert normal["precision"] == pytest.approx(4 / 5) and normal["recall"] == pytest.approx(1.0)
     assert covid["specificity"] == pytest.approx(7 / 8)  # 8 non-COVID images, 1 called COVID
     f1 = [2 * p * q / (p + q) for p, q in ((3 / 4, 3 / 4), (2 / 3, 1 / 2), (4 / 5, 1.0))]
-    assert r["macro_avg"]["f1"] == pytest.approx(sum(f1) / 3)
-    assert r["weighted_avg"]["f1"] == pytest.approx(sum(f1) / 3)  # equal supports
-    lo, hi = r["ci95"]["accuracy"]
-    assert lo <= r["accuracy"] <= hi
+    assert r.macro_avg["f1"] == pytest.approx(sum(f1) / 3)
+    assert r.weighted_avg["f1"] == pytest.approx(sum(f1) / 3)  # equal supports
+    lo, hi = r.ci95["accuracy"]
+    assert lo <= r.accuracy <= hi and r.ci95["unit"] == "image"
     table = format_markdown(r)
     assert "| accuracy | | | 0.75 | 12 |" in table and "| macro avg |" in table and "| weighted avg |" in table
 
@@ -103,7 +104,7 @@ def tiny_runs(tmp_path_factory, shared_data):
     """A 1-epoch segmenter and a 1-epoch masked ResNet-18 on 60 real CXRs of three classes at 32 px."""
     root = tmp_path_factory.mktemp("cls")
     manifest = discover(shared_data / "ieee8023-radiologist100").manifest + discover(shared_data / "nih-cxr8").manifest
-    by_class = {0: [], 1: [], 2: []}
+    by_class = {c: [] for c in CLASS_NAMES}
     for s in manifest:
         if len(by_class[s.label]) < 20:
             by_class[s.label].append(s)
@@ -112,7 +113,7 @@ def tiny_runs(tmp_path_factory, shared_data):
         make_split(manifest, val=0.25, test=0.25, seed=0), root / "cache", size=(64, 64), workers=0, progress=False
     )
     seg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=64)
-    train_segmenter([root / "cache"], root / "seg", seg, TrainConfig(epochs=1, batch_size=8), progress=False)
+    train_segmenter([root / "cache"], root / "seg", seg, TrainConfig(epochs=1, batch_size=8, device="cpu"), progress=False)
     result = CliRunner().invoke(app, [
         "train-cls", str(root / "cache"), "--out", str(root / "cls"), "--mode", "masked-cropped", "--seg-model", str(root / "seg"),
         "--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
@@ -129,6 +130,8 @@ def test_train_cls_writes_the_reference_table_and_figures(tiny_runs):
         "eval_val.json",
         "eval_test.md",
         "confusion_test.png",
+        "reliability_test.png",
+        "images.json",
         "history.csv",
     ):
         assert (run / name).is_file(), name
@@ -162,20 +165,76 @@ def test_classify_a_folder_with_one_corrupt_file(tiny_runs, radiologist100, tmp_
     )
     assert result.exit_code == 1 and "broken.png" in result.output and "3 images classified" in result.output
     lines = out.read_text().splitlines()
-    assert lines[0] == "path,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,box,flags,in_lung_saliency,error"
+    assert lines[0] == ("path,name,width,height,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,"
+                        "box_x0,box_y0,box_x1,box_y1,flags,error")  # fmt: skip
     good = [line for line in lines[1:] if "broken" not in line]
-    assert len(good) == 3 and all(line.split(",")[1] in ("COVID-19", "Non-COVID", "Normal") for line in good)
-    probs = [sum(float(v) for v in line.split(",")[2:5]) for line in good]
+    assert len(good) == 3 and all(line.split(",")[4] in ("COVID-19", "Non-COVID", "Normal") for line in good)
+    probs = [sum(float(v) for v in line.split(",")[5:8]) for line in good]
     assert all(abs(p - 1) < 1e-3 for p in probs)
     assert "truncated or corrupt" in next(line for line in lines if "broken" in line)
 
 
-def test_masked_modes_need_masks():
-    from lungcls import DataError
-    from lungcls.cls.train import train_classifier
+def test_masked_input_stays_exactly_zero_outside_the_lungs_under_augmentation():
+    from lungcls.cls.task import ClassificationTask
+    from lungcls.config import AugmentConfig
+    from lungcls.data.augment import DeviceAugment
+    from lungcls.data.loader import Batch
 
-    with pytest.raises(DataError, match="needs a stage-1 run"):
-        train_classifier([Path("nowhere")], Path("unused"), ClassifierConfig(mode="masked", mask_source="predicted"))
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return x.mean(dim=(2, 3)).repeat(1, 3) * self.w
+
+        w = torch.nn.Parameter(torch.ones(1))
+
+    images = torch.full((4, 1, 64, 64), 180, dtype=torch.uint8)
+    masks = planted_mask().repeat(4, 1, 1, 1)
+    strong = DeviceAugment(AugmentConfig(brightness=0.3, contrast=0.3))
+    for mode in ("masked", "masked-cropped"):
+        cfg = ClassifierConfig(mode=mode, image_size=48)
+        task = ClassificationTask(Spy(), cfg, torch.device("cpu"), strong)
+        batch = Batch(images, masks, torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.bool), torch.arange(4))
+        task.training_loss(batch, torch.Generator().manual_seed(0))
+        background = (0 - cfg.mean) / cfg.std  # a normalised 0
+        x, lungs, _ = task.prepare(images, masks)
+        strong_bg = seen[-1]
+        _, lungs_aug = strong(x, lungs, torch.Generator().manual_seed(0))
+        assert torch.all(strong_bg[lungs_aug == 0] == background), mode  # exactly 0 before normalising
+        assert (strong_bg[lungs_aug == 1] != background).any()  # the lungs are there
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_ece():
+    from lungcls.cls.calibration import calibration_summary, fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 3, generator=g) * 3
+    labels = torch.multinomial(torch.softmax(z / 2.5, dim=1), 1, generator=g)[:, 0]  # true temperature 2.5
+    t = fit_temperature(z, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+    s = calibration_summary(z, labels, t)
+    assert s["ece_after"] < s["ece_before"] and s["ece_after"] < 0.03
+    assert fit_temperature(z, labels) == t  # deterministic
+
+
+def test_the_library_and_the_cli_train_the_same_default_recipe(monkeypatch, tmp_path):
+    import lungcls.cls.train as train_module
+    from lungcls.recipes import classifier_recipe
+
+    captured = {}
+
+    def fake(data, out, model=None, train=None, **kw):
+        captured.update(model=model, train=train)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_classifier", fake)
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(app, ["train-cls", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--cpu"])
+    assert result.exit_code == 130 and "--resume" in result.output
+    model, train = classifier_recipe("default", device="cpu")
+    assert captured["model"] == model and captured["train"] == train
+    assert train.epochs == 80 and train.label_smoothing == 0.1 and train.class_weighting
 
 
 def test_imagenet_style_weights_file_is_loaded_and_its_stem_summed(tmp_path):
@@ -187,9 +246,9 @@ def test_imagenet_style_weights_file_is_loaded_and_its_stem_summed(tmp_path):
     torch.manual_seed(1)
     source = resnet18()  # stands in for downloaded ImageNet weights (3-channel stem, 1000 classes)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "imagenet.safetensors")
-    model = build_classifier(ClassifierConfig(arch="resnet18"), weights_file=tmp_path / "imagenet.safetensors")
+    model = build_classifier(ClassifierConfig(arch="resnet18"), weights=tmp_path / "imagenet.safetensors")
     assert model.conv1.weight.shape[1] == 1 and model.fc.out_features == 3
     assert torch.allclose(model.conv1.weight, source.conv1.weight.sum(dim=1, keepdim=True))
     assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
     with pytest.raises(CheckpointError, match="no such weights file"):
-        build_classifier(ClassifierConfig(arch="resnet18"), weights_file=tmp_path / "missing.safetensors")
+        build_classifier(ClassifierConfig(arch="resnet18"), weights=tmp_path / "missing.safetensors")

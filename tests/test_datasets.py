@@ -106,7 +106,8 @@ def test_csv_manifest_with_relative_paths_and_splits(tmp_path, radiologist100):
     ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     m = read_manifest_csv(tmp_path / "m.csv")
-    assert [s.class_name for s in m] == ["COVID-19", "Normal", "Non-COVID"]
+    assert [s.label for s in m] == ["COVID-19", "Normal", "Non-COVID"]
+    assert m.label_mapping() == {"covid": {"COVID-19": 1}, "pneumonia": {"Non-COVID": 1}}
     assert m.splits == ["Train", "Test"] and [s.patient for s in m] == ["p0", "p1", "p2"]
     assert open_dataset([tmp_path / "m.csv"]).manifest.samples == m.samples
 
@@ -116,11 +117,43 @@ def test_bad_manifests_name_the_file_line_and_problem(tmp_path):
     with pytest.raises(DataError, match=r"bad.csv, line 2: image 'x.png' not found"):
         read_manifest_csv(tmp_path / "bad.csv")
     (tmp_path / "x.png").write_bytes(b"")
-    (tmp_path / "label.csv").write_text("image,label\nx.png,flu\n")
-    with pytest.raises(DataError, match=r"line 2: unknown class 'flu'; expected one of COVID-19, Non-COVID, Normal"):
+    (tmp_path / "label.csv").write_text("image,label\nx.png,\n")
+    with pytest.raises(DataError, match=r"label.csv, line 2: empty class label"):
         read_manifest_csv(tmp_path / "label.csv")
     (tmp_path / "cols.csv").write_text("file_name,diagnosis\n")
     with pytest.raises(DataError, match="needs an image column"):
         read_manifest_csv(tmp_path / "cols.csv")
     with pytest.raises(DataError, match="no dataset found"):
         discover(tmp_path / ".." / tmp_path.name)
+
+
+def test_a_folder_of_data_sets_yields_every_set_as_its_own_source(shared_data):
+    import csv
+    from collections import Counter
+
+    found = discover(shared_data)
+    m = found.manifest
+    sets = sorted(p.name for p in shared_data.iterdir() if (p / "labels.csv").is_file())
+    assert sorted({s.source for s in m}) == sets
+    for name in sets:
+        with open(shared_data / name / "labels.csv", newline="") as f:
+            truth = Counter(row["class"] for row in csv.DictReader(f))
+        assert Counter(s.label for s in m if s.source == name) == truth, name
+    assert sum(1 for s in m if s.mask) >= 100 + 427 + 13 + 4384
+    assert any(s.patient for s in m if s.source == "nih-cxr8")
+    assert found.notes and f"a folder of {len(sets)} data sets" in found.notes[0]
+
+
+def test_any_class_set_is_taken_from_the_data_and_the_mapping_is_reported(tmp_path, radiologist100):
+    from lungcls.data.inspect import format_report, inspect_dataset
+
+    pairs = real_pairs(radiologist100, 4)
+    for k, (image, _) in enumerate(pairs):
+        cls = ("Tuberculosis", "no finding")[k % 2]
+        (tmp_path / "tb" / "Train" / cls / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, tmp_path / "tb" / "Train" / cls / "images" / image.name)
+    found = discover(tmp_path / "tb")
+    assert found.manifest.class_names == ["Normal", "Tuberculosis"]
+    report, _ = inspect_dataset(found, workers=0, progress=False)
+    text = format_report(report)
+    assert "classes: Normal, Tuberculosis" in text and "'no finding'" in text and "-> Normal (2 images)" in text

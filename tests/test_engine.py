@@ -162,3 +162,19 @@ def test_under_several_processes_each_takes_its_share_of_the_batch():
         rank_batch_size(64, Ranks(rank=0, world=3))
     with pytest.raises(LungclsError, match="batches of 1"):
         rank_batch_size(4, Ranks(rank=0, world=4))
+
+
+def test_deterministic_training_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    import os
+
+    from lungcls.engine.trainer import deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              torch.backends.cudnn.deterministic)  # fmt: skip
+    with deterministic_kernels():
+        assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"]
+        assert torch.is_deterministic_algorithms_warn_only_enabled()  # as documented: warns, never stops a run
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)  # fmt: skip
+    assert after == before and "CUBLAS_WORKSPACE_CONFIG" not in os.environ

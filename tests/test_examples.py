@@ -27,7 +27,7 @@ def run(script: str, *args: str) -> str:
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("examples")
     data = write_phantom_set(root / "data", per_class=12, size=64)
-    out = run("01_train_pipeline.py", str(data), "--out", str(root / "run"), "--small", "--epochs", "1")
+    out = run("01_train_pipeline.py", str(data), "--out", str(root / "run"), "--recipe", "demo", "--epochs", "1")
     assert "saved" in out and "| weighted avg |" in out
     return root
 

@@ -7,10 +7,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from lungcls.data import PackedCache, prepare_cache
-from lungcls.data.albu import ImageDataset, default_albumentations
-from lungcls.data.augment import DeviceAugment, to_float
+from lungcls.config import AugmentConfig
+from lungcls.data.augment import DeviceAugment
+from lungcls.data.dataset import ImageDataset, default_albumentations
 from lungcls.data.loader import CacheLoader
-from lungcls.data.manifest import Manifest, Sample
+from lungcls.data.manifest import CLASS_NAMES, Manifest, Sample
 
 from .conftest import synthetic_cxr
 
@@ -24,7 +25,7 @@ def make_cache(tmp_path, n: int = 10, size: int = 64) -> PackedCache:
         cv2.imwrite(str(tmp_path / f"i{k}.png"), image)
         cv2.imwrite(str(tmp_path / f"m{k}.png"), mask * 255)
         samples.append(
-            Sample(str(tmp_path / f"i{k}.png"), k % 3, str(tmp_path / f"m{k}.png"), "Train" if k < 8 else "Val")
+            Sample(str(tmp_path / f"i{k}.png"), CLASS_NAMES[k % 3], str(tmp_path / f"m{k}.png"), "Train" if k < 8 else "Val")
         )
     prepare_cache(Manifest(samples), tmp_path / "cache", size=(size, size), progress=False)
     return PackedCache.open(tmp_path / "cache")
@@ -50,8 +51,8 @@ def test_loader_serves_uint8_batches_and_reshuffles_per_epoch_with_a_seed(tmp_pa
 def test_device_augment_moves_image_and_mask_together(tmp_path):
     cache = make_cache(tmp_path, n=4)
     batch = next(iter(CacheLoader(cache, cache.indices(), batch_size=4)))
-    images = to_float(batch.images, mean=0.0, std=1.0)
-    aug = DeviceAugment(rotation=15, brightness=0, contrast=0)
+    images = batch.images.float() / 255
+    aug = DeviceAugment(AugmentConfig(rotation=15, brightness=0, contrast=0))
     g = torch.Generator().manual_seed(0)
     out, masks = aug(images, batch.masks, generator=g)
     assert out.shape == images.shape and masks.dtype == torch.uint8 and not torch.equal(masks, batch.masks)

@@ -11,7 +11,7 @@ from lungcls import Pipeline
 from lungcls.cli import app
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
 from lungcls.data.phantoms import make_phantom, write_phantom_set
-from lungcls.demo import DemoSettings, run_demo
+from lungcls.demo import run_demo
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def masked_run(tmp_path_factory):
     seg_train = TrainConfig(epochs=4, batch_size=8, lr=3e-3, warmup_epochs=0.5, device="cpu")
     train_segmenter(data, root / "seg", seg, seg_train, cache_dir=root / "cache", progress=False)
     cfg = ClassifierConfig(arch="resnet18", image_size=32, mode="masked-cropped")
-    train_classifier([root / "cache"], root / "cls", cfg, fast, seg_model=root / "seg", progress=False)
+    train_classifier([root / "cache"], root / "cls", cfg, fast, segmenter=root / "seg", progress=False)
     return root
 
 
@@ -41,7 +41,11 @@ def test_save_then_load_bundle_gives_identical_predictions(masked_run, tmp_path)
     assert pipe.mode == "masked-cropped" and pipe.class_names == ["COVID-19", "Non-COVID", "Normal"]
     bundle = pipe.save(tmp_path / "bundle", metrics={"test_accuracy": 0.5})
     assert {p.name for p in bundle.iterdir()} == {"pipeline.json", "MODEL_CARD.md", "segmenter", "classifier"}
-    assert "not a diagnostic device" in (bundle / "MODEL_CARD.md").read_text().lower()
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "not a diagnostic device" in card.lower() and "SYNTHETIC" in card and "smoke/demo model" in card
+    assert str(masked_run) not in card  # never a local path
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(bundle / "classifier" / "model.safetensors") == mode(bundle / "classifier" / "config.json")
     again = Pipeline.load(bundle, device="cpu")
     images = phantoms()
     a, b = pipe.predict(images), again.predict(images)
@@ -67,21 +71,44 @@ def test_predict_on_paths_arrays_and_tensors_agrees(masked_run, tmp_path):
     for other in (by_array, by_list, by_tensor, by_float):
         assert np.allclose(by_path, other, atol=1e-6)
     one = pipe.predict(str(paths[0]))
-    assert len(one) == 1 and one[0].mask.shape == (64, 64) and one[0].box is not None
+    assert len(one) == 1 and one[0].mask.shape == (pipe.size, pipe.size) and one[0].box is not None
     assert len(pipe.segment(images)) == 3
     with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
         pipe.predict(images.astype(np.float32))
 
 
-def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):
-    tiny = DemoSettings(working_size=64, per_class=12, seg_epochs=1, cls_epochs=1, cls_size=32, device="cpu")
-    results = run_demo(None, tmp_path / "demo", tiny, progress=False)
-    for name in ("report.md", "segmentation_test.png", "curves.png", "confusion_raw.png", "confusion_masked.png"):
+def test_a_pipeline_built_in_memory_saves_and_loads(tmp_path):
+    from lungcls.cls.classifier import Classifier
+    from lungcls.models import build_classifier, build_segmenter
+    from lungcls.seg.segmenter import Segmenter
+
+    seg_cfg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, image_size=64)
+    cls_cfg = ClassifierConfig(arch="resnet18", image_size=32, mode="masked")
+    pipe = Pipeline(Segmenter(build_segmenter(seg_cfg), seg_cfg, device="cpu"),
+                    Classifier(build_classifier(cls_cfg), cls_cfg, device="cpu"))  # fmt: skip
+    pipe.save(tmp_path / "bundle")
+    again = Pipeline.load(tmp_path / "bundle", device="cpu")
+    images = phantoms(2)
+    assert np.allclose(pipe.classify(images), again.classify(images), atol=1e-6)
+
+
+def test_demo_runs_end_to_end(tmp_path, monkeypatch):
+    import lungcls.recipes as recipes
+
+    # the demo recipes at their smallest, so the test takes seconds
+    monkeypatch.setitem(recipes.SEGMENTER_RECIPES, "demo", (SegmenterConfig(encoder_name="resnet18", encoder_depth=3,
+                        decoder_channels=[8, 8, 8], image_size=32), TrainConfig(epochs=1, batch_size=8)))  # fmt: skip
+    monkeypatch.setitem(recipes.CLASSIFIER_RECIPES, "demo", (ClassifierConfig(arch="resnet18", image_size=32),
+                        TrainConfig(epochs=1, batch_size=8)))  # fmt: skip
+    result = run_demo(None, tmp_path / "demo", device="cpu", per_class=12, progress=False)
+    for name in ("report.md", "report.html", "segmentation_test.png", "curves.png", "confusion_raw.png",
+                 "confusion_masked.png"):  # fmt: skip
         assert (tmp_path / "demo" / name).is_file(), name
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "SYNTHETIC" in report and "| raw |" in report and "| masked |" in report
-    assert 0 <= results["raw_test"]["accuracy"] <= 1 and results["segmentation_test_dice"]["n"] > 0
+    assert 0 <= result.classification["raw"].accuracy <= 1 and result.segmentation.summary["dice"]["n"] > 0
     assert Pipeline.load(tmp_path / "demo" / "bundle", device="cpu").mode == "masked"
+    assert "data:image/png;base64," in (tmp_path / "demo" / "report.html").read_text()
 
 
 def test_demo_command_refuses_to_write_into_its_data(tmp_path):
@@ -134,8 +161,45 @@ def test_predict_with_explanations_writes_gradcam_overlays(masked_run, tmp_path)
     # an all-zero Grad-CAM map (possible for a barely trained model) has no share and leaves the cell empty
     assert len(rows) == 3 and all(r["in_lung_saliency"] == "" or 0 <= float(r["in_lung_saliency"]) <= 1 for r in rows)
     assert all(0.05 < float(r["lung_fraction"]) < 0.7 for r in rows)  # the segmenter found lungs
-    explained = Pipeline.load(bundle, device="cpu").explain(phantoms(2))
+    picture = cv2.imread(str(tmp_path / "out" / "explain" / "phantom 0.png"))
+    assert min(picture.shape[:2]) >= 512  # the 64 px phantom shown at a readable size, caption bar on top
+    explained = Pipeline.load(bundle, device="cpu").explain(phantoms(2), method="gradcam++")
     assert explained[0]["cam"].shape == (32, 32) and explained[0]["lung"].shape == (32, 32)
+    with pytest.raises(ValueError, match="unknown CAM method 'deep-magic'; choose one of gradcam"):
+        Pipeline.load(bundle, device="cpu").explain(phantoms(1), method="deep-magic")
+
+
+def test_segment_pipeline_and_train_cls_use_the_same_masks_and_the_csvs_agree(masked_run, tmp_path):
+    import csv
+
+    import cv2
+
+    from lungcls.cls.train import _masks
+    from lungcls.data import Manifest, PackedCache, Sample, prepare_cache
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    paths = []
+    for k in range(4):  # at the working size, so the files' own size is the masks' size
+        cv2.imwrite(str(folder / f"x{k}.png"), make_phantom(rng, k % 3, 256)[0])
+        paths.append(folder / f"x{k}.png")
+    pipe = Pipeline.load(masked_run / "cls", device="cpu")
+    by_pipeline = pipe.segment(paths)
+    seg_run = str(masked_run / "seg")
+    assert CliRunner().invoke(app, ["segment", str(folder), "--model", seg_run, "--out", str(tmp_path / "seg"),
+                                    "--cpu"]).exit_code == 0  # fmt: skip
+    by_cli = [cv2.imread(str(tmp_path / "seg" / "masks" / f"x{k}.png"), cv2.IMREAD_GRAYSCALE) // 255 for k in range(4)]
+    prepare_cache(Manifest([Sample(str(p), "Normal") for p in paths]), tmp_path / "cache", progress=False)
+    by_training = _masks(pipe.segmenter, PackedCache.open(tmp_path / "cache"), progress=False)
+    for a, b, c in zip(by_pipeline, by_cli, by_training):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert CliRunner().invoke(app, ["classify", str(folder), "--model", str(masked_run / "cls"), "--out",
+                                    str(tmp_path / "classify.csv"), "--cpu"]).exit_code == 0  # fmt: skip
+    with open(tmp_path / "seg" / "segment.csv") as f1, open(tmp_path / "classify.csv") as f2:
+        seg_rows, cls_rows = list(csv.DictReader(f1)), list(csv.DictReader(f2))
+    shared = ["path", "width", "height", "lung_fraction", "box_x0", "box_y0", "box_x1", "box_y1", "flags"]
+    assert [[r[k] for k in shared] for r in seg_rows] == [[r[k] for k in shared] for r in cls_rows]
 
 
 def test_onnx_export_matches_pytorch(masked_run, tmp_path):

@@ -42,7 +42,7 @@ def test_same_seed_gives_identical_metrics_and_weights(cache, tmp_path):
     a = train_segmenter([cache], tmp_path / "a", TINY, train, progress=False)
     b = train_segmenter([cache], tmp_path / "b", TINY, train, progress=False)
     strip = lambda h: [{k: v for k, v in r.items() if "img_s" not in k and k != "seconds"} for r in h]  # noqa: E731
-    assert strip(a.history) == strip(b.history)
+    assert strip(a.fit.history) == strip(b.fit.history)
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     config = json.loads((tmp_path / "a" / "config.json").read_text())
@@ -96,7 +96,7 @@ def test_a_pickle_with_a_payload_is_refused_and_never_runs(tmp_path):
         Segmenter.load(run, device="cpu")
     (tmp_path / "weights.pth").write_bytes(evil)
     with pytest.raises(CheckpointError, match="not loadable as plain weights"):
-        build_classifier(ClassifierConfig(arch="resnet18"), weights_file=tmp_path / "weights.pth")
+        build_classifier(ClassifierConfig(arch="resnet18"), weights=tmp_path / "weights.pth")
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -130,7 +130,7 @@ def test_pretrained_weights_are_never_downloaded(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(CheckpointError, match="never downloads"):
-        build_classifier(ClassifierConfig(arch="resnet18", pretrained=True))
+        build_classifier(ClassifierConfig(arch="resnet18"), weights="imagenet")
 
 
 def test_inspect_strict_turns_a_leak_into_exit_1(tmp_path, cache):
@@ -140,7 +140,7 @@ def test_inspect_strict_turns_a_leak_into_exit_1(tmp_path, cache):
 
     samples = PackedCache.open(cache).manifest.samples
     a, b = samples[0], samples[1]
-    rows = ["image,label,split,patient_id", f"{a.image},{a.class_name},Train,p1", f"{b.image},{b.class_name},Test,p1"]
+    rows = ["image,label,split,patient_id", f"{a.image},{a.label},Train,p1", f"{b.image},{b.label},Test,p1"]
     (tmp_path / "leak.csv").write_text("\n".join(rows) + "\n")
     assert CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "leak.csv")]).exit_code == 0
     strict = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "leak.csv"), "--strict"])

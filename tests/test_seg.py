@@ -19,7 +19,7 @@ from lungcls.data import PackedCache, discover, make_split, prepare_cache
 from lungcls.engine.trainer import seed_everything
 from lungcls.seg.metrics import hausdorff95, mask_scores
 from lungcls.seg.components import count_components, label_components
-from lungcls.seg.postprocess import postprocess, postprocess_batch
+from lungcls.seg.postprocess import mask_flags, postprocess, postprocess_cpu, postprocess_device
 from lungcls.seg.segmenter import Segmenter
 from lungcls.seg.train import train_segmenter
 
@@ -27,7 +27,7 @@ TINY = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channel
 
 
 def tiny_train(**overrides) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5, **overrides})
+    return TrainConfig(**{"epochs": 3, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5, "device": "cpu", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,19 @@ def real_cache(tmp_path_factory, radiologist100) -> Path:
 
 
 def test_loss_decreases_on_real_images(tmp_path, real_cache):
-    result = train_segmenter([real_cache], tmp_path / "run", TINY, tiny_train(epochs=4), progress=False)
-    losses = [r["train_loss"] for r in result.history]
+    run = train_segmenter([real_cache], tmp_path / "run", TINY, tiny_train(epochs=4), progress=False)
+    losses = [r["train_loss"] for r in run.fit.history]
     assert losses[-1] < losses[0] * 0.9, losses
-    assert 0 < result.best_metric <= 1 and (tmp_path / "run" / "model.safetensors").is_file()
+    assert 0 < run.fit.best_metric <= 1 and (tmp_path / "run" / "model.safetensors").is_file()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["kind"] == "segmenter" and config["metrics"]["best_epoch"] == result.best_epoch
+    assert config["kind"] == "segmenter" and config["metrics"]["best_epoch"] == run.fit.best_epoch
     assert config["data"]["manifest_digest"] == PackedCache.open(real_cache).digest()
     assert "torch" in config["environment"] and (tmp_path / "run" / "history.csv").read_text().startswith("epoch,")
+    # evaluated at the end: the reports are returned and written, and summarised in the config
+    assert set(run.reports) == {"val", "test"} and (tmp_path / "run" / "eval_seg_test.md").is_file()
+    assert config["evaluation"]["test"]["dice"]["mean"] == pytest.approx(run.reports["test"].summary["dice"]["mean"])
+    images = json.loads((tmp_path / "run" / "images.json").read_text())
+    assert len(images["Train"]) == config["data"]["train_images"] and isinstance(run.model, Segmenter)
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path, real_cache):
@@ -67,7 +72,7 @@ def test_save_then_load_gives_identical_predictions(tmp_path, real_cache):
 
 
 def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, real_cache):
-    full = train_segmenter([real_cache], tmp_path / "full", TINY, tiny_train(), progress=False)
+    full = train_segmenter([real_cache], tmp_path / "full", TINY, tiny_train(), progress=False).fit
 
     def crash_after_first_epoch(epoch, record):
         if epoch == 0:
@@ -80,7 +85,7 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == 0
     epochs_run = []
     resumed = train_segmenter([real_cache], tmp_path / "cut", resume=True, progress=False,
-                              on_epoch_end=lambda e, r: epochs_run.append(e))  # fmt: skip
+                              on_epoch_end=lambda e, r: epochs_run.append(e)).fit  # fmt: skip
     assert epochs_run == [1, 2] and [r["epoch"] for r in resumed.history] == [1, 2, 3]
     from safetensors.torch import load_file
 
@@ -95,12 +100,13 @@ def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
     prob[10:50, 36:56] = 0.9  # right lung
     prob[25:30, 15:20] = 0.1  # a hole in the left lung
     prob[2:5, 60:63] = 0.95  # a stray blob
-    mask, flags = postprocess(prob)
-    assert mask[27, 17] == 1 and mask[3, 61] == 0 and mask[20, 40] == 1 and flags == []
-    kept, _ = postprocess(prob, PostprocessConfig(keep_largest=0, fill_holes=False))
+    masks, flags = postprocess(torch.from_numpy(prob)[None, None])
+    mask = masks[0, 0].numpy()
+    assert mask[27, 17] == 1 and mask[3, 61] == 0 and mask[20, 40] == 1 and flags == [[]]
+    kept = postprocess_cpu(prob, PostprocessConfig(keep_largest=0, fill_holes=False))
     assert kept[27, 17] == 0 and kept[3, 61] == 1
-    empty, flags = postprocess(np.zeros((64, 64), np.float32))
-    assert not empty.any() and flags == ["no-lung"]
+    empty, flags = postprocess(torch.zeros(1, 1, 64, 64))
+    assert not empty.any() and flags == [["no-lung"]]
 
 
 def blobby_maps(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -116,23 +122,53 @@ def blobby_maps(n: int, seed: int = 0) -> list[np.ndarray]:
     return maps
 
 
-def test_device_postprocessing_gives_the_same_masks_and_flags_as_scikit_image():
-    # the GPU path (postprocess_batch) runs here on CPU tensors: same code, same results
+def test_device_postprocessing_gives_the_same_masks_as_scikit_image():
+    # the GPU kernel (postprocess_device) runs here on CPU tensors: same code, same results
     for cfg in (
         PostprocessConfig(),
         PostprocessConfig(keep_largest=1),
         PostprocessConfig(keep_largest=3, fill_holes=False),
     ):
         for prob in blobby_maps(60):
-            mask, flags = postprocess(prob, cfg)
-            on_device, device_flags = postprocess_batch(torch.from_numpy(prob)[None, None], cfg)
-            assert np.array_equal(on_device[0, 0].numpy(), mask) and device_flags == [flags]
+            mask = postprocess_cpu(prob, cfg)
+            on_device = postprocess_device(torch.from_numpy(prob)[None, None], cfg)
+            assert np.array_equal(on_device[0, 0].numpy(), mask)
+
+
+def planted(*boxes: tuple[int, int, int, int], size: int = 256) -> torch.Tensor:
+    """A (1, 1, size, size) mask with filled (y0, y1, x0, x1) rectangles."""
+    m = torch.zeros(1, 1, size, size, dtype=torch.uint8)
+    for y0, y1, x0, x1 in boxes:
+        m[..., y0:y1, x0:x1] = 1
+    return m
+
+
+def test_mask_flags_pass_lungs_and_catch_what_is_not_two_lungs(radiologist100):
+    from lungcls.reader import read_mask
+
+    two_lungs = planted((50, 200, 40, 110), (60, 190, 150, 215))
+    cases = {
+        "two lungs": (two_lungs, []),
+        "nothing": (planted(), ["no-lung"]),
+        "one lung": (planted((50, 200, 40, 110)), ["one-lung-field"]),
+        # the issue's failure: one blob over neck, chest and abdomen plus a speck
+        "blob and speck": (planted((0, 256, 30, 220), (5, 8, 240, 243)), ["implausible-lung-area", "lung-fields-joined"]),
+        "blob across the middle": (planted((40, 200, 40, 215)), ["lung-fields-joined"]),
+        "one high, one low": (planted((10, 90, 40, 110), (170, 250, 150, 215)), ["lung-fields-misaligned"]),
+        "unequal": (planted((50, 200, 40, 110), (100, 110, 150, 160)), ["one-lung-field"]),
+    }
+    for name, (mask, expected) in cases.items():
+        assert mask_flags(mask) == [expected], name
+    # real ground-truth masks: no flag (the radiologist masks join the lungs at the bottom only)
+    real = [read_mask(s.mask) for s in discover(radiologist100).manifest if s.mask][:40]
+    flagged = [f for f in mask_flags(torch.from_numpy(np.stack(real))[:, None]) if f]
+    assert len(flagged) <= 1, flagged
 
 
 def test_device_labelling_finds_the_same_components_as_scikit_image(radiologist100):
     from skimage.measure import label
 
-    from lungcls.io import read_image
+    from lungcls.reader import read_image
 
     samples = [s for s in discover(radiologist100).manifest if s.mask][:8]
     real = [read_image(s.mask, (128, 128)) > 127 for s in samples]
@@ -178,10 +214,23 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
     for sub in ("masks", "overlays"):
         assert len(list((tmp_path / "out" / sub).glob("*.png"))) == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
+    assert rows[0] == "path,name,width,height,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,error"
     inside = CliRunner().invoke(
         app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")]
     )
-    assert inside.exit_code == 2
+    assert inside.exit_code == 2 and not (folder / "o").exists()
+
+
+def test_a_shallow_unet_stores_only_the_encoder_stages_it_uses(tmp_path):
+    from lungcls.models import build_segmenter
+
+    cfg = SegmenterConfig(encoder_name="resnet18", encoder_depth=4, image_size=64)
+    model = build_segmenter(cfg)
+    assert not any(k.startswith("encoder.layer4.") for k in model.state_dict())
+    assert cfg.decoder_channels == [128, 64, 32, 16]  # smp's widths cut to the depth, from Python too
+    n = sum(p.numel() for p in model.parameters())
+    assert n < 4_000_000  # 12.0 M with the unused stage
+    assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
 
 def test_bad_configs_and_checkpoints_name_the_problem(tmp_path):
@@ -199,9 +248,7 @@ def test_bad_configs_and_checkpoints_name_the_problem(tmp_path):
 
 def test_the_unet_trains_at_its_own_size_from_a_larger_cache(tmp_path, real_cache):
     small = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4], image_size=32)
-    result = train_segmenter(
-        [real_cache], tmp_path / "run", small, tiny_train(epochs=1), progress=False
-    )  # the cache is 64 px
-    assert 0 < result.best_metric <= 1
+    run = train_segmenter([real_cache], tmp_path / "run", small, tiny_train(epochs=1), progress=False)  # cache: 64 px
+    assert 0 < run.fit.best_metric <= 1
     images = torch.from_numpy(np.array(PackedCache.open(real_cache).images[:2]))[:, None]
     assert Segmenter.load(tmp_path / "run", device="cpu").probabilities(images).shape == (2, 1, 64, 64)

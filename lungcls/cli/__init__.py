@@ -10,9 +10,9 @@ from . import data  # noqa: F401
 from . import seg  # noqa: F401
 from . import cls  # noqa: F401
 from . import pipeline  # noqa: F401
-from .app import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, app
+from .app import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, app
 
-__all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "app", "main"]
 
 
 def main() -> None:

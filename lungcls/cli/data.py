@@ -2,33 +2,70 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import LungclsError
-from .app import EXIT_SOME_FAILED, Roots, Workers, _fail, _refuse_out_inside_inputs, app, data_app
+from .app import (
+    EXIT_SOME_FAILED,
+    Force,
+    Quiet,
+    Roots,
+    Verbose,
+    Workers,
+    _opt,
+    app,
+    command_output,
+    data_app,
+    echo_table,
+    fail,
+    library_errors,
+    refuse_existing_file,
+    refuse_out_inside_inputs,
+)
+
+Part = Annotated[Optional[str], _opt("COVID-QU-Ex part to use when a root holds several.", "NAME")]
+Val = Annotated[float, _opt("Share of the images without a split that go to Val.", "FRACTION")]
+Test = Annotated[float, _opt("Share that goes to Test (also carved out of Train where the data has only "
+                             "Train and Val).", "FRACTION")]  # fmt: skip
+SplitSeed = Annotated[int, _opt("Seed of the split.", "N")]
+
+
+def _open(roots: list[Path], part: str | None):
+    from ..data import open_dataset
+
+    with library_errors():
+        found = open_dataset(roots, part=part)
+    for note in found.notes:
+        typer.secho(f"note: {note}", err=True, fg="yellow")
+    return found
+
+
+def echo_counts(counts: dict[str, dict[str, int]]) -> None:
+    """Images per split and class as a table (``prepare`` and ``data split`` print this)."""
+    names = list(dict.fromkeys(n for c in counts.values() for n in c))
+    rows = [{"split": s, **c, "total": sum(c.values())} for s, c in counts.items()]
+    echo_table(rows, ["split", *names, "total"])
 
 
 @data_app.command("inspect")
 def data_inspect(
     roots: Roots,
-    part: Annotated[Optional[str], typer.Option(help="COVID-QU-Ex part when a root holds several.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON.")] = None,
+    part: Part = None,
+    json_out: Annotated[Optional[Path], _opt("Also write the full report as JSON.", "FILE", "--json")] = None,
     workers: Workers = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 when an image or patient is in two splits.")] = False,
+    strict: Annotated[bool, _opt("Exit 1 when an image or patient is in two splits.", "", "--strict")] = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Counts per split and class, unreadable files, mask problems, sizes, duplicates, patient overlap."""
+    """Counts per split, class and source; the label mapping; unreadable files, mask problems, sizes,
+    duplicates, patient overlap."""
     from ..atomic import write_json
-    from ..data import open_dataset
     from ..data.inspect import format_report, inspect_dataset
 
-    try:
-        found = open_dataset(roots, part=part)
-    except LungclsError as e:
-        raise _fail(e) from None
+    command_output(verbose, quiet)
+    found = _open(roots, part)
     report, _ = inspect_dataset(found, workers=workers)
     typer.echo(format_report(report))
     if json_out is not None:
@@ -36,9 +73,7 @@ def data_inspect(
         typer.echo(f"\nreport written to {json_out}")
     leaks = report.duplicates_across_splits or report.patients_across_splits
     if leaks:
-        typer.secho(
-            "\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow"
-        )
+        typer.secho("\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow")
     if not report.ok or (strict and leaks):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -46,80 +81,76 @@ def data_inspect(
 @data_app.command("split")
 def data_split(
     roots: Roots,
-    out: Annotated[Path, typer.Option(help="Where to write the split manifest (CSV).")],
-    val: Annotated[float, typer.Option(help="Fraction for validation.")] = 0.1,
-    test: Annotated[float, typer.Option(help="Fraction for test.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
-    part: Annotated[Optional[str], typer.Option(help="COVID-QU-Ex part when a root holds several.")] = None,
+    out: Annotated[Path, _opt("Where to write the split manifest (CSV).", "FILE")],
+    val: Val = 0.1,
+    test: Test = 0.2,
+    seed: SplitSeed = 0,
+    part: Part = None,
+    resplit: Annotated[bool, _opt("Ignore the splits the data already has.", "", "--resplit")] = False,
     workers: Workers = None,
-    force: Annotated[bool, typer.Option(help="Allow --out inside an input folder / overwrite.")] = False,
+    force: Force = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Seeded, class-stratified, patient-grouped Train/Val/Test split, written as a CSV manifest.
 
-    Exact duplicate images (same pixels) are kept on one side, like images of one patient.
+    Images without a split are split; data with Train and Val but no Test keeps Val and has Test
+    carved out of Train; existing splits are kept. Patients and duplicate pictures stay on one side.
+    Pass the CSV to train-seg, train-cls and train so that both stages share one split.
     """
-    from ..data import make_split, open_dataset
-    from ..data.inspect import inspect_dataset
+    from ..data.cache import cached_duplicates
+    from ..data.split import complete_split
 
-    _refuse_out_inside_inputs(out, roots, force)
-    if out.exists() and not force:
-        raise _fail(LungclsError(f"{out} exists; pass --force to overwrite it"))
-    try:
-        found = open_dataset(roots, part=part)
-    except LungclsError as e:
-        raise _fail(e) from None
-    _, duplicates = inspect_dataset(found, workers=workers)
-    split = make_split(found.manifest, val=val, test=test, seed=seed, duplicates=duplicates)
+    command_output(verbose, quiet)
+    refuse_out_inside_inputs(out, roots, force)
+    refuse_existing_file(out, force)
+    found = _open(roots, part)
+    duplicates = cached_duplicates(found.manifest, workers=workers)
+    with library_errors():
+        split, what = complete_split(found.manifest, val, test, seed, duplicates, resplit=resplit)
     split.write_csv(out)
-    for name, c in split.counts().items():
-        typer.echo(f"{name:<6} " + "  ".join(f"{k} {v}" for k, v in c.items()) + f"  (total {sum(c.values())})")
+    typer.echo(what)
+    echo_counts(split.counts())
     typer.echo(f"split manifest written to {out}")
 
 
 @app.command("prepare")
 def prepare(
     roots: Roots,
-    out: Annotated[Path, typer.Option(help="Cache folder to write.")],
-    size: Annotated[int, typer.Option(help="Working size in pixels (square).")] = 256,
-    make_split: Annotated[
-        bool, typer.Option("--make-split", help="Split Train/Val/Test by patient first (for data with no split).")
-    ] = False,
-    val: Annotated[float, typer.Option(help="With --make-split: fraction for validation.")] = 0.1,
-    test: Annotated[float, typer.Option(help="With --make-split: fraction for test.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="With --make-split: seed of the split.")] = 0,
-    part: Annotated[Optional[str], typer.Option(help="COVID-QU-Ex part when a root holds several.")] = None,
+    out: Annotated[Path, _opt("Cache folder to write.", "DIR")],
+    size: Annotated[int, _opt("Working size in pixels (square).", "PX")] = 256,
+    make_split: Annotated[bool, _opt("Split Train/Val/Test first, as `data split` does.", "", "--make-split")] = False,
+    val: Val = 0.1,
+    test: Test = 0.2,
+    seed: SplitSeed = 0,
+    part: Part = None,
     workers: Workers = None,
-    force: Annotated[bool, typer.Option(help="Allow --out inside an input folder.")] = False,
+    force: Force = False,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Decode every image and mask once into a packed uint8 cache (memory-mapped at training time)."""
-    from ..data import make_split as split_fn
-    from ..data import open_dataset, prepare_cache
+    from ..data import prepare_cache
     from ..data.cache import cached_duplicates
+    from ..data.split import complete_split
 
-    _refuse_out_inside_inputs(out, roots, force)
-    try:
-        found = open_dataset(roots, part=part)
-    except LungclsError as e:
-        raise _fail(e) from None
+    command_output(verbose, quiet)
+    refuse_out_inside_inputs(out, roots, force)
+    found = _open(roots, part)
     manifest = found.manifest
     if make_split:
-        duplicates = cached_duplicates(manifest, out, workers=workers)
-        manifest = split_fn(manifest, val=val, test=test, seed=seed, duplicates=duplicates)
-    result = prepare_cache(manifest, out, size=(size, size), workers=workers)
+        with library_errors():
+            manifest, what = complete_split(manifest, val, test, seed, cached_duplicates(manifest, out, workers=workers))
+        typer.echo(what)
+    with library_errors():
+        result = prepare_cache(manifest, out, size=(size, size), workers=workers)
     if result.up_to_date:
         typer.echo(f"{out}: up to date ({result.count} images), nothing to do")
     else:
-        typer.echo(
-            f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) in {result.seconds:.1f} s"
-        )
+        typer.echo(f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) "
+                   f"in {result.seconds:.1f} s")  # fmt: skip
     for f in result.failed:
         typer.secho(f"  skipped {f['path']}: {f['reason']}", err=True, fg="yellow")
-    typer.echo(json.dumps(_counts(out)))
+    echo_counts(result.counts)
     if result.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def _counts(out: Path) -> dict:
-    from ..data import PackedCache
-
-    return PackedCache.open(out).meta["counts"]

@@ -1,15 +1,15 @@
-"""Stage 2 at inference: a trained ResNet-50 and its crop-and-mask settings, batched on the device."""
+"""Stage 2 at inference: a trained ResNet, its crop-and-mask settings and its calibration, batched on the device."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model, read_json
-from ..config import ClassifierConfig, from_dict
+from ..checkpoint import load_state
+from ..config import ClassifierConfig, from_dict, to_dict
 from ..engine.device import autocast, inference_batch_size, resolve_device
-from ..errors import CheckpointError
 from ..models import build_classifier
 from .task import ClassificationTask
 
@@ -18,39 +18,92 @@ class Classifier:
     """A trained classifier.
 
     Args:
-        model: the ResNet-50; cfg: its config (input mode, margin, sizes, class names).
-        seg_model: the stage-1 run it was trained with (from its config), if any.
+        model: the ResNet; cfg: its config (input mode, margin, sizes, class names, temperature).
         batch_size: images per forward pass (default 256 on a GPU, 8 on CPU).
         compile: run predictions through ``torch.compile`` (faster on a GPU after a warm-up).
+        info: where the model came from and how it was trained (the rest of its ``config.json``),
+            including ``segmenter``: the stage-1 model whose masks it was trained on.
     """
 
     def __init__(
         self, model: torch.nn.Module, cfg: ClassifierConfig, device: str | torch.device = "auto",
-        amp: bool = True, batch_size: int | None = None, seg_model: str | None = None, compile: bool = False,
+        amp: bool = True, batch_size: int | None = None, compile: bool = False, info: dict | None = None,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cfg, self.amp, self.seg_model = cfg, amp, seg_model
+        self.cfg, self.amp = cfg, amp
         self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=256)
         self.task = ClassificationTask(model.eval(), cfg, self.device)
         self.model = self.task.model  # the plain module (explanations, export, saving)
-        if compile:  # predictions go through the compiled forward
-            self.task.model = torch.compile(self.model)
-        self.run: Path | None = None  # the run folder it was loaded from
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.info = dict(info or {})
+        self.images: dict[str, list[str]] | None = None  # content hashes of its Train/Val/Test images, if recorded
 
     @classmethod
-    def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:
-        """Load a run folder written by ``train-cls`` (``config.json`` + ``model.safetensors``), or a bundle."""
-        run = Path(run)
-        if (run / "pipeline.json").is_file():  # a bundle: take its classifier
-            run = run / "classifier"
-        config = read_json(run / "config.json")
-        if config.get("kind") != "classifier":
-            raise CheckpointError(f"{run}: not a classification run (kind {config.get('kind')!r})")
-        cfg = from_dict(ClassifierConfig, config["model"])
-        model = load_model(run / "model.safetensors", build_classifier(cfg))
-        obj = cls(model, cfg, device, seg_model=config.get("seg_model"), **kwargs)
-        obj.run = run
+    def load(cls, spec: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:
+        """Load a ``train-cls`` run folder or a bundle's classifier. Only the architecture is rebuilt: no
+        ImageNet or other initial weights are read, so pretrained runs load offline too.
+
+        Raises:
+            CheckpointError: ``spec`` is neither; the message says what it found.
+        """
+        from ..runs import read_model
+
+        files = read_model(spec, "classifier")
+        cfg = from_dict(ClassifierConfig, files.config["model"], "model.")
+        model = load_state(build_classifier(cfg), files.weights, files.name)
+        info = {k: v for k, v in files.config.items() if k != "model"}
+        info["source"] = {"origin": files.origin, "name": files.name, "sha256": files.sha256}
+        info["folder"] = str(files.folder) if files.folder else None
+        obj = cls(model, cfg, device, info=info, **kwargs)
+        obj.images = files.images
         return obj
+
+    def save(self, folder: str | Path, segmenter: dict | None = None) -> str:
+        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256.
+
+        Args:
+            segmenter: what to record as its stage-1 model (default: what it was loaded or trained with).
+        """
+        from ..runs import write_model
+
+        info = {k: v for k, v in self.info.items() if k not in ("kind", "source", "folder")}
+        if segmenter is not None:
+            info["segmenter"] = segmenter
+        return write_model(folder, {"kind": "classifier", "model": to_dict(self.cfg), **info},
+                           self.model.state_dict(), self.images)  # fmt: skip
+
+    def segmenter_spec(self) -> str | Path | None:
+        """The stage-1 model it was trained with, to load with :meth:`Segmenter.load`: a built-in name, or
+        the run folder (stored relative to this run, so runs can be moved together); None for raw or
+        dataset masks.
+
+        Raises:
+            CheckpointError: the segmenter is no longer where the run says; the message says what was
+                expected and how to go on.
+        """
+        from ..errors import CheckpointError
+
+        rec = self.info.get("segmenter")
+        if not rec:
+            return None
+        if rec.get("origin") == "builtin":
+            return rec["name"]
+        here = self.info.get("folder")
+        candidates = ([Path(here) / rec["path"]] if here and rec.get("path") else []) + (
+            [Path(rec["absolute"])] if rec.get("absolute") else [])  # fmt: skip
+        for c in candidates:
+            if (c / "config.json").is_file():
+                return Path(os.path.normpath(c))
+        raise CheckpointError(
+            f"this classifier was trained on masks of the segmenter at {rec.get('path')} (relative to {here}; "
+            f"weights sha256 {str(rec.get('sha256'))[:12]}), which is not there any more: pass it with --seg-model "
+            "RUN, or keep both stages together in a bundle (`lungcls bundle`)"
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, in the order of the probabilities."""
+        return list(self.cfg.class_names)
 
     @property
     def needs_masks(self) -> bool:
@@ -58,26 +111,30 @@ class Classifier:
         return self.cfg.mode != "raw"
 
     @torch.inference_mode()
+    def logits(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uncalibrated logits float32 (N, K) on CPU, and empty bool (N,) (mask empty: raw image used).
+
+        Args:
+            images: uint8 (N, 1, H, W) at the working size; masks: (N, 1, H, W) lung masks, or None for
+                a ``raw`` classifier.
+        """
+        out, empty = [], []
+        for k in range(0, len(images), self.batch_size):
+            m = masks[k : k + self.batch_size] if masks is not None and self.needs_masks else None
+            with autocast(self.device, self.amp):
+                x, e = self.task.inputs(images[k : k + self.batch_size], m)
+                out.append(self.forward(x).float().cpu())
+            empty.append(e.cpu())
+        if not out:
+            return torch.empty(0, self.cfg.num_classes), torch.empty(0, dtype=torch.bool)
+        return torch.cat(out), torch.cat(empty)
+
     def probabilities(
         self, images: torch.Tensor, masks: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities.
+        """Class probabilities float32 (N, K) on CPU, calibrated by the saved temperature, and the empty flags.
 
-        Args:
-            images: uint8 (N, 1, H, W) at the working size; masks: (N, 1, H, W) lung masks, or
-                None for a ``raw`` classifier.
-
-        Returns:
-            (probs float32 (N, K) on CPU, empty bool (N,): mask empty, raw image used instead).
+        See :meth:`logits` for the arguments.
         """
-        probs, empty = [], []
-        for k in range(0, len(images), self.batch_size):
-            x = images[k : k + self.batch_size].to(self.device, non_blocking=True)
-            m = masks[k : k + self.batch_size].to(self.device, non_blocking=True) if masks is not None else None
-            with autocast(self.device, self.amp):
-                x01, e = self.task.inputs(x, m)
-                probs.append(torch.softmax(self.task.logits(x01), dim=1).float().cpu())
-            empty.append(e.cpu())
-        if not probs:
-            return torch.empty(0, self.cfg.num_classes), torch.empty(0, dtype=torch.bool)
-        return torch.cat(probs), torch.cat(empty)
+        logits, empty = self.logits(images, masks)
+        return torch.softmax(logits / self.cfg.temperature, dim=1), empty

@@ -1,9 +1,11 @@
-"""Classification metrics (torchmetrics), bootstrap confidence intervals, tables and the confusion-matrix figure."""
+"""Classification reports: the metrics (torchmetrics), bootstrap CIs, calibration, as one object; and its
+one writer (JSON, Markdown, confusion-matrix and reliability figures)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +20,71 @@ from torchmetrics.functional.classification import (
     multiclass_specificity,
 )
 
+from ..stats import bootstrap_indices
+
+
+@dataclass
+class ClassificationReport:
+    """One classifier on one set of images.
+
+    Attributes:
+        name: what was evaluated (``val``, ``test``, ``all`` ...); mode: the classifier's input mode.
+        n: images; class_names: the classes.
+        per_class: {class: precision, recall, f1, specificity, auroc, support}.
+        accuracy, macro_avg, weighted_avg: the reference table's summary rows.
+        confusion, confusion_normalized: rows true, columns predicted (counts; shares of the true class).
+        ci95: 95% percentile-bootstrap intervals of accuracy and macro F1, with the resampling ``unit``
+            (``patient`` where patient ids exist, else ``image``).
+        by_source: {source set: {n, accuracy}}.
+        calibration: temperature, ECE before/after and reliability bins (when logits were given).
+        empty_masks: images whose lung mask was empty (the raw image was used).
+        images: one record per image (row, image, source, label, pred, probs, empty_mask).
+    """
+
+    name: str
+    mode: str
+    n: int
+    class_names: list[str]
+    per_class: dict[str, dict[str, float]]
+    accuracy: float
+    macro_avg: dict[str, float]
+    weighted_avg: dict[str, float]
+    confusion: list[list[int]]
+    confusion_normalized: list[list[float]]
+    ci95: dict
+    by_source: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: dict | None = None
+    empty_masks: int = 0
+    images: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+    def markdown(self, title: str | None = None) -> str:
+        """The reference layout (rows per class, accuracy, macro and weighted avg) and the extras."""
+        return format_markdown(self, title if title is not None else f"{self.name} ({self.mode})")
+
 
 def classification_report(
     probs: torch.Tensor,
     labels: torch.Tensor,
     class_names: Sequence[str],
+    name: str = "",
+    mode: str = "",
     sources: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict:
+) -> ClassificationReport:
     """Everything the reference table and the confusion matrix need, plus CIs and per-source accuracy.
 
     Args:
         probs: float (N, K) class probabilities; labels: int64 (N,).
         sources: the source set of each image, for per-source accuracy.
+        groups: a patient id per image ("" when unknown): the bootstrap then resamples patients
+            (an image without an id is its own patient); without ids it resamples images.
         n_boot: bootstrap resamples for the 95% CIs of accuracy and macro F1.
-
-    Returns:
-        A JSON-ready dict: per_class (precision, recall, f1, support, specificity, auroc),
-        accuracy, macro/weighted averages, confusion (counts and row-normalised), ci95, by_source.
     """
     k, n = len(class_names), len(labels)
     preds = probs.argmax(dim=1)
@@ -50,126 +98,108 @@ def classification_report(
     }
     support = torch.bincount(labels, minlength=k)
     confusion = multiclass_confusion_matrix(preds, labels, **args)
-    report = {
-        "n": n,
-        "class_names": list(class_names),
-        "per_class": {
-            name: {m: float(v[c]) for m, v in per.items()} | {"support": int(support[c])}
-            for c, name in enumerate(class_names)
-        },
-        "accuracy": multiclass_accuracy(preds, labels, average="micro", **args).item(),
-        "macro_avg": {m: _avg(preds, labels, m, "macro", k) for m in ("precision", "recall", "f1")},
-        "weighted_avg": {m: _avg(preds, labels, m, "weighted", k) for m in ("precision", "recall", "f1")},
-        "confusion": confusion.tolist(),
-        "confusion_normalized": (confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)).tolist(),
-        "ci95": bootstrap_ci(preds, labels, k, n_boot, seed),
-    }
+    report = ClassificationReport(
+        name=name, mode=mode, n=n, class_names=list(class_names),
+        per_class={c: {m: float(v[i]) for m, v in per.items()} | {"support": int(support[i])}
+                   for i, c in enumerate(class_names)},
+        accuracy=multiclass_accuracy(preds, labels, average="micro", **args).item() if n else math.nan,
+        macro_avg={m: _avg(preds, labels, m, "macro", k) for m in ("precision", "recall", "f1")},
+        weighted_avg={m: _avg(preds, labels, m, "weighted", k) for m in ("precision", "recall", "f1")},
+        confusion=confusion.tolist(),
+        confusion_normalized=(confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)).tolist(),
+        ci95=bootstrap_ci(preds, labels, k, n_boot, seed, groups),
+    )  # fmt: skip
     if sources is not None:
-        report["by_source"] = {}
         for src in sorted(set(sources)):
             idx = torch.tensor([i for i, s in enumerate(sources) if s == src])
-            report["by_source"][src] = {"n": len(idx), "accuracy": float((preds[idx] == labels[idx]).float().mean())}
+            report.by_source[src] = {"n": len(idx), "accuracy": float((preds[idx] == labels[idx]).float().mean())}
     return report
 
 
-def bootstrap_ci(preds: torch.Tensor, labels: torch.Tensor, k: int, n_boot: int = 1000, seed: int = 0) -> dict:
-    """95% percentile-bootstrap intervals of accuracy and macro F1 (images resampled with replacement)."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
+def bootstrap_ci(
+    preds: torch.Tensor, labels: torch.Tensor, k: int, n_boot: int = 1000, seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> dict:  # fmt: skip
+    """95% percentile-bootstrap intervals of accuracy and macro F1, resampling patients where ``groups``
+    gives ids (see :func:`lungcls.stats.bootstrap_indices`), else images."""
     acc, f1 = [], []
-    for _ in range(n_boot):
-        idx = torch.from_numpy(rng.integers(0, n, n))
-        p, y = preds[idx], labels[idx]
+    draws, unit = bootstrap_indices(len(labels), n_boot, seed, groups)
+    for idx in draws:
+        p, y = preds[torch.from_numpy(idx)], labels[torch.from_numpy(idx)]
         acc.append(float((p == y).float().mean()))
         f1.append(multiclass_f1_score(p, y, num_classes=k, average="macro").item())
-    return {
-        "accuracy": [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))],
-        "macro_f1": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))],
-        "n_boot": n_boot,
-    }
+    pct = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [math.nan, math.nan]  # noqa: E731
+    return {"accuracy": pct(acc), "macro_f1": pct(f1), "n_boot": n_boot, "unit": unit}
 
 
-def format_markdown(report: dict, title: str = "") -> str:
+def format_markdown(report: ClassificationReport, title: str = "") -> str:
     """The reference layout (rows per class, accuracy, macro avg, weighted avg) and the extras."""
-    n = report["n"]
+    r, n = report, report.n
     lines = [f"### {title}", ""] if title else []
     lines += ["| | precision | recall | f1-score | support |", "|---|---|---|---|---|"]
-    for name, m in report["per_class"].items():
+    for name, m in r.per_class.items():
         lines.append(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |")
-    lines.append(f"| accuracy | | | {report['accuracy']:.2f} | {n} |")
-    for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
-        a = report[key]
+    lines.append(f"| accuracy | | | {r.accuracy:.2f} | {n} |")
+    for a, label in ((r.macro_avg, "macro avg"), (r.weighted_avg, "weighted avg")):
         lines.append(f"| {label} | {a['precision']:.2f} | {a['recall']:.2f} | {a['f1']:.2f} | {n} |")
-    ci = report["ci95"]
+    ci = r.ci95
     lines += [
         "",
-        f"95% bootstrap CI ({ci['n_boot']} resamples): accuracy {report['accuracy']:.3f} "
-        f"[{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}], macro F1 {report['macro_avg']['f1']:.3f} "
+        f"95% bootstrap CI ({ci['n_boot']} resamples of {ci['unit']}s): accuracy {r.accuracy:.3f} "
+        f"[{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}], macro F1 {r.macro_avg['f1']:.3f} "
         f"[{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}]",
         "",
         "| | specificity | AUROC (one-vs-rest) |",
         "|---|---|---|",
     ]
-    for name, m in report["per_class"].items():
+    for name, m in r.per_class.items():
         lines.append(f"| {name} | {m['specificity']:.3f} | {_fmt(m['auroc'])} |")
-    names = report["class_names"]
     lines += ["", "Confusion matrix (rows: true, columns: predicted; count, row share):", ""]
-    lines += ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for name, counts, shares in zip(names, report["confusion"], report["confusion_normalized"]):
+    lines += ["| true \\ predicted | " + " | ".join(r.class_names) + " |", "|---" * (len(r.class_names) + 1) + "|"]
+    for name, counts, shares in zip(r.class_names, r.confusion, r.confusion_normalized):
         lines.append(f"| {name} | " + " | ".join(f"{c} ({s:.2f})" for c, s in zip(counts, shares)) + " |")
-    if report.get("by_source"):
+    if r.by_source:
         lines += ["", "| source set | images | accuracy |", "|---|---|---|"]
-        lines += [f"| {s} | {v['n']} | {v['accuracy']:.3f} |" for s, v in report["by_source"].items()]
+        lines += [f"| {s or '(unnamed)'} | {v['n']} | {v['accuracy']:.3f} |" for s, v in r.by_source.items()]
+    if r.calibration:
+        c = r.calibration
+        lines += ["", f"Calibration: temperature {c['temperature']:.3f} (fitted on Val); expected calibration error "
+                      f"{_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after."]  # fmt: skip
+    if r.empty_masks:
+        lines += ["", f"{r.empty_masks} image(s) had an empty lung mask and were classified raw."]
     return "\n".join(lines) + "\n"
 
 
-def plot_confusion(report: dict, path: str | Path, title: str = "") -> None:
-    """Counts and row-normalised confusion matrices side by side, as a PNG."""
-    import matplotlib
+def write_classification_report(report: ClassificationReport, folder: str | Path, name: str | None = None) -> list[Path]:
+    """The one writer: ``eval_<name>.json``, ``eval_<name>.md``, ``confusion_<name>.png`` and, with
+    calibration, ``reliability_<name>.png`` into ``folder``. Returns the paths written."""
+    from ..atomic import write_json, write_text
+    from ..plots import confusion_figure, reliability_figure, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_path
-
-    names = report["class_names"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, key, fmt in ((axes[0], "confusion", "{:.0f}"), (axes[1], "confusion_normalized", "{:.2f}")):
-        m = np.array(report[key], dtype=float)
-        ax.imshow(m if key.endswith("normalized") else m / max(m.max(), 1), cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(
-                    j,
-                    i,
-                    fmt.format(m[i, j]),
-                    ha="center",
-                    va="center",
-                    color="white" if m[i, j] > 0.6 * m.max() else "black",
-                )
-        ax.set_xticks(range(len(names)), names)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("counts" if key == "confusion" else "share of true class")
-    fig.suptitle(title or f"accuracy {report['accuracy']:.3f} (n = {report['n']})")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    folder, name = Path(folder), name or report.name
+    paths = [folder / f"eval_{name}.json", folder / f"eval_{name}.md", folder / f"confusion_{name}.png"]
+    write_json(paths[0], report.to_dict())
+    write_text(paths[1], report.markdown())
+    save_figure(confusion_figure(report, f"{name}, {report.mode}: accuracy {report.accuracy:.3f} (n = {report.n})"), paths[2])
+    if report.calibration:
+        paths.append(folder / f"reliability_{name}.png")
+        save_figure(reliability_figure(report.calibration, f"{name}, {report.mode}"), paths[-1])
+    return paths
 
 
 def _avg(preds: torch.Tensor, labels: torch.Tensor, metric: str, average: str, k: int) -> float:
     fn = {"precision": multiclass_precision, "recall": multiclass_recall, "f1": multiclass_f1_score}[metric]
-    return fn(preds, labels, num_classes=k, average=average).item()
+    return fn(preds, labels, num_classes=k, average=average).item() if len(labels) else math.nan
 
 
 def _auroc(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """One-vs-rest AUROC per class; NaN for a class with no positive or no negative image."""
+    if len(labels) == 0:
+        return torch.full((k,), math.nan)
     out = multiclass_auroc(probs.float(), labels, num_classes=k, average=None)
     present = torch.bincount(labels, minlength=k)
     return torch.where((present > 0) & (present < len(labels)), out, torch.tensor(math.nan))
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.3f}"
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"

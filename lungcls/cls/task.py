@@ -1,4 +1,5 @@
-"""The classification Task for the shared engine: crop-and-mask, device augmentation, cross-entropy."""
+"""The classification Task: stage 2's preprocessing (crop-and-mask), loss and validation, for the shared
+engine and for inference."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from ..config import ClassifierConfig
-from ..data.augment import DeviceAugment, normalize
+from ..data.augment import DeviceAugment
 from ..engine.device import memory_format
 from ..masking import crop_and_mask
+from ..preprocess import normalize
 
 
 class ClassificationTask:
-    """Stage 2 for :func:`lungcls.engine.fit`; validation metric: macro F1."""
+    """Stage 2: owns how uint8 images and lung masks become the ResNet's input; validation metric: macro F1.
+
+    Every consumer of the classifier (training, :class:`~lungcls.cls.classifier.Classifier`,
+    Grad-CAM, export) goes through :meth:`prepare` and :meth:`normalize`.
+    """
 
     metric, mode = "macro_f1", "max"
 
@@ -34,29 +40,54 @@ class ClassificationTask:
         self.model = model.to(device, memory_format=self.format)
         self.class_weights = class_weights.to(device) if class_weights is not None else None
 
-    def inputs(self, images: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images and masks -> (crop-and-masked float (N, 1, S, S) in [0, 1], empty-mask flags)."""
+    @property
+    def masked(self) -> bool:
+        """True when the input is masked to the lungs (outside is 0)."""
+        return self.cfg.mode in ("masked", "masked-cropped")
+
+    def prepare(
+        self, images: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """uint8 images (N, 1, H, W) and lung masks (or None) -> crop-and-mask on the device.
+
+        Returns:
+            (inputs float (N, 1, S, S) in [0, 1], lungs uint8 (N, 1, S, S) in the same geometry or None,
+            empty bool (N,): the mask was empty and the raw image was used).
+        """
+        images = images.to(self.device, non_blocking=True)
+        masks = masks.to(self.device, non_blocking=True) if masks is not None else None
         return crop_and_mask(images, masks, self.cfg.mode, self.cfg.image_size, self.cfg.margin)
 
-    def logits(self, x01: torch.Tensor) -> torch.Tensor:
-        """float (N, 1, S, S) in [0, 1] -> logits (N, num_classes), float32."""
-        x = normalize(x01, self.cfg.mean, self.cfg.std).contiguous(memory_format=self.format)
+    def normalize(self, x01: torch.Tensor) -> torch.Tensor:
+        """float in [0, 1] -> the normalised model input (config mean/std, the run's memory format)."""
+        return normalize(x01, self.cfg.mean, self.cfg.std).contiguous(memory_format=self.format)
+
+    def inputs(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and masks -> (the ResNet's input float (N, 1, S, S) normalised, empty-mask flags (N,))."""
+        x, _, empty = self.prepare(images, masks if self.cfg.mode != "raw" else None)
+        return self.normalize(x), empty
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input -> logits float32 (N, K)."""
         return self.model(x).float()
 
     def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        x, _ = self.inputs(batch.images, batch.masks)
+        x, lungs, empty = self.prepare(batch.images, batch.masks if self.cfg.mode != "raw" else None)
         if self.augment is not None:
-            x, _ = self.augment(x, None, generator)
+            x, lungs = self.augment(x, lungs, generator)
+            if self.masked:  # photometric augmentation moved the background: outside the lungs is 0 again
+                x = x * (lungs | empty[:, None, None, None]).to(x.dtype)
         return F.cross_entropy(
-            self.logits(x), batch.labels, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
+            self.logits(self.normalize(x)), batch.labels, weight=self.class_weights,
+            label_smoothing=self.label_smoothing,
+        )  # fmt: skip
 
     def predict(self, loader: Any) -> dict[str, torch.Tensor]:
-        """Probabilities, labels, cache rows and empty-mask flags over ``loader`` (CPU tensors)."""
-        out: dict[str, list] = {"probs": [], "labels": [], "index": [], "empty": []}
+        """Logits, labels, cache rows and empty-mask flags over ``loader`` (CPU tensors)."""
+        out: dict[str, list] = {"logits": [], "labels": [], "index": [], "empty": []}
         for batch in loader:
             x, empty = self.inputs(batch.images, batch.masks)
-            out["probs"].append(torch.softmax(self.logits(x), dim=1).cpu())
+            out["logits"].append(self.logits(x).cpu())
             out["labels"].append(batch.labels.cpu())
             out["index"].append(batch.index.cpu())
             out["empty"].append(empty.cpu())
@@ -66,8 +97,8 @@ class ClassificationTask:
         """Mean cross-entropy, accuracy and macro F1 over ``loader``."""
         p = self.predict(loader)
         k = self.cfg.num_classes
-        loss = F.nll_loss(torch.log(p["probs"].clamp_min(1e-12)), p["labels"]).item()
-        preds = p["probs"].argmax(dim=1)
+        loss = F.cross_entropy(p["logits"], p["labels"]).item()
+        preds = p["logits"].argmax(dim=1)
         return {
             "loss": loss,
             "accuracy": multiclass_accuracy(preds, p["labels"], num_classes=k, average="micro").item(),

@@ -29,12 +29,12 @@ import numpy as np
 from .. import __version__
 from ..atomic import write_json
 from ..errors import DataError
-from ..io import Size
+from ..reader import Size
 from .duplicates import THUMB, duplicate_groups
-from .manifest import CLASS_NAMES, Manifest, Sample
+from .manifest import Manifest, Sample
 from .scan import scan
 
-CACHE_FORMAT = "lungcls-cache/1"
+CACHE_FORMAT = "lungcls-cache/2"  # 2: labels are class names, any class set
 
 
 @dataclass
@@ -48,6 +48,7 @@ class PrepareResult:
     up_to_date: bool
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def prepare_cache(
@@ -73,7 +74,8 @@ def prepare_cache(
     fingerprint = _fingerprint(manifest, stats, size)
     old = _read_manifest(out)
     if old is not None and old.get("fingerprint") == fingerprint and (out / old["data_dir"]).is_dir():
-        return PrepareResult(out, old["count"], 0, 0, True, old.get("failed", []), time.perf_counter() - t0)
+        return PrepareResult(out, old["count"], 0, 0, True, old.get("failed", []), time.perf_counter() - t0,
+                             old.get("counts", {}))  # fmt: skip
 
     reuse = _reusable(out, old, manifest, stats, size)
     todo = [i for i in range(len(manifest)) if i not in reuse]
@@ -117,7 +119,7 @@ def prepare_cache(
         "data_dir": data_dir.name,
         "size": list(size),
         "count": len(rows),
-        "class_names": list(CLASS_NAMES),
+        "class_names": Manifest([_sample(r) for r in rows]).class_names,
         "fingerprint": fingerprint,
         "manifest_digest": manifest.digest(),
         "counts": Manifest([_sample(r) for r in rows]).counts(),
@@ -129,7 +131,7 @@ def prepare_cache(
     for stale in out.glob("data-*"):
         if stale.name != data_dir.name:
             shutil.rmtree(stale, ignore_errors=True)
-    return PrepareResult(out, len(rows), len(todo), len(reuse), False, failed, time.perf_counter() - t0)
+    return PrepareResult(out, len(rows), len(todo), len(reuse), False, failed, time.perf_counter() - t0, meta["counts"])
 
 
 @dataclass
@@ -180,7 +182,7 @@ class PackedCache:
             path=path,
             **arrays,
             has_mask=np.array([r["has_mask"] for r in rows], dtype=bool),
-            labels=np.array([CLASS_NAMES.index(r["label"]) for r in rows], dtype=np.int64),
+            labels=np.array([meta["class_names"].index(r["label"]) for r in rows], dtype=np.int64),
             samples=[_sample(r) for r in rows],
             hashes=[r["hash"] for r in rows],
             meta=meta,
@@ -188,6 +190,23 @@ class PackedCache:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes of the cached images; :attr:`labels` index into it."""
+        return list(self.meta["class_names"])
+
+    def labels_for(self, class_names: list[str]) -> np.ndarray:
+        """The labels as indices into ``class_names`` (a classifier's class set).
+
+        Raises:
+            DataError: a cached class is not in ``class_names``.
+        """
+        missing = sorted(set(self.class_names) - set(class_names))
+        if missing:
+            raise DataError(f"{self.path}: classes {', '.join(missing)} are not among {', '.join(class_names)}")
+        lookup = np.array([class_names.index(c) for c in self.class_names], dtype=np.int64)
+        return lookup[self.labels] if len(self.labels) else self.labels
 
     @property
     def size(self) -> Size:
@@ -249,15 +268,15 @@ def _fingerprint(manifest: Manifest, stats: list[list[int]], size: Size) -> str:
 
 def _row(s: Sample, stat: list[int], content_hash: str, has_mask: bool, mask_status: str) -> dict:
     row = asdict(s)
-    row["label"] = s.class_name
+    row["label"] = s.label
     row.update(hash=content_hash, has_mask=has_mask, mask_status=mask_status, stat=stat)
     return row
 
 
 def _sample(row: dict) -> Sample:
     return Sample(
-        image=row["image"], label=CLASS_NAMES.index(row["label"]), mask=row["mask"],
-        split=row["split"], patient=row["patient"], source=row["source"],
+        image=row["image"], label=row["label"], mask=row["mask"], split=row["split"], patient=row["patient"],
+        source=row["source"], original_label=row.get("original_label", ""),
     )  # fmt: skip
 
 
@@ -285,11 +304,11 @@ def _reusable(out: Path, old: dict | None, manifest: Manifest, stats: list[list[
     return reuse
 
 
-def cached_duplicates(
+def fingerprints(
     manifest: Manifest, cache_path: str | Path | None = None, workers: int | None = None, progress: bool = True
-) -> list[list[int]]:
-    """Groups of duplicated images in ``manifest`` (see :mod:`lungcls.data.duplicates`), reading
-    hashes and thumbnails from an existing cache where the files are unchanged, decoding the rest."""
+) -> tuple[list[str], np.ndarray]:
+    """Content hash and 16 x 16 thumbnail of every image of ``manifest`` ("" and zeros when unreadable),
+    read from an existing cache where the files are unchanged, decoded otherwise."""
     known: dict[tuple, tuple[str, np.ndarray]] = {}
     if cache_path is not None and is_cache(cache_path):
         cache = PackedCache.open(cache_path)
@@ -307,4 +326,11 @@ def cached_duplicates(
     for r in scan(manifest.samples, todo, keep_pixels=False, workers=workers, progress=progress, desc="hashing"):
         if r.error is None:
             hashes[r.index], thumbs[r.index] = r.content_hash, r.thumb
-    return duplicate_groups(hashes, thumbs)
+    return hashes, thumbs
+
+
+def cached_duplicates(
+    manifest: Manifest, cache_path: str | Path | None = None, workers: int | None = None, progress: bool = True
+) -> list[list[int]]:
+    """Groups of duplicated images in ``manifest`` (see :mod:`lungcls.data.duplicates`), from :func:`fingerprints`."""
+    return duplicate_groups(*fingerprints(manifest, cache_path, workers, progress))

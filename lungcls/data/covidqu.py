@@ -9,12 +9,16 @@ COVID-QU-Ex unpacks as::
       Infection Segmentation Data/Infection Segmentation Data/...   (same, plus infection masks)
 
 Discovery walks down from any root (the top folder, a part folder, a split folder) and takes
-every ``images`` folder that sits in a class folder; the folder above the class is the split
-(any name: ``Train``, ``All``...). Masks pair with images by file name. When both parts are
-present, the ``Lung Segmentation Data`` part is used (the other holds a subset of the same images).
+every ``images`` folder that sits in a class folder (a COVID-QU-Ex class name, or one of several
+sibling folders that each hold ``images``); the folder above the class is the split (any name:
+``Train``, ``All``...). Masks pair with images by file name. When both parts are present, the
+``Lung Segmentation Data`` part is used (the other holds a subset of the same images) and the
+discovery's ``notes`` say so.
 
 A ``labels.csv`` beside the root (as in ``../shared/data``) adds patient ids when it has a
-``patient_id`` or ``patientid`` column.
+``patient_id`` or ``patientid`` column. A folder *of* data sets (no ``labels.csv`` of its own,
+sub-folders that have one, such as ``../shared/data``) yields every set, each as its own source
+named after its folder.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DataError
-from ..io import is_image_file
-from .manifest import PATIENT_COLUMNS, Manifest, Sample, parse_label
+from ..reader import readable_kind
+from .manifest import LABEL_ALIASES, PATIENT_COLUMNS, Manifest, Sample, parse_label
 
 MASK_FOLDERS = ("lung masks", "lung_masks", "lung-masks", "masks")
 PREFERRED_PART = "lung segmentation data"
@@ -34,11 +38,20 @@ PREFERRED_PART = "lung segmentation data"
 
 @dataclass
 class Discovery:
-    """What discovery found besides the samples: masks without an image, and skipped files."""
+    """What discovery found besides the samples: masks without an image, skipped files, and notes on
+    what was chosen where a root was ambiguous (several data sets, several parts)."""
 
     manifest: Manifest
     orphan_masks: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def extend(self, other: Discovery) -> None:
+        """Add ``other``'s samples and findings to this one."""
+        self.manifest = self.manifest + other.manifest
+        self.orphan_masks += other.orphan_masks
+        self.ignored_files += other.ignored_files
+        self.notes += other.notes
 
 
 def discover(root: str | Path, part: str | None = None) -> Discovery:
@@ -55,6 +68,31 @@ def discover(root: str | Path, part: str | None = None) -> Discovery:
     root = Path(root).resolve()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
+    sets = [c for c in sorted(root.iterdir()) if c.is_dir() and (c / "labels.csv").is_file()]
+    if sets and not (root / "labels.csv").is_file():
+        return _discover_sets(root, part)
+    return _discover_set(root, part)
+
+
+def _discover_sets(root: Path, part: str | None) -> Discovery:
+    """A folder of data sets: each sub-folder that holds a data set becomes a source of its own."""
+    joined, used, skipped = Discovery(Manifest([])), [], []
+    for child in sorted(c for c in root.iterdir() if c.is_dir()):
+        try:
+            found = _discover_set(child, part)
+        except DataError:
+            skipped.append(child.name)
+            continue
+        joined.extend(found)
+        used.append(f"{child.name} ({len(found.manifest)})")
+    if not used:
+        raise DataError(f"{root}: none of its sub-folders holds a data set")
+    note = f"{root}: a folder of {len(used)} data sets, each its own source: {', '.join(used)}"
+    joined.notes.insert(0, note + (f"; no data set in {', '.join(skipped)}" if skipped else ""))
+    return joined
+
+
+def _discover_set(root: Path, part: str | None) -> Discovery:
     groups = _image_folders(root)
     if not groups:
         labels = root / "labels.csv"
@@ -66,8 +104,8 @@ def discover(root: str | Path, part: str | None = None) -> Discovery:
             f"{root}: no dataset found: expected <split>/<class>/images/*.png below it "
             "(COVID-QU-Ex layout) or a labels.csv manifest"
         )
-    groups = _choose_part(groups, part, root)
-    result = Discovery(Manifest([]))
+    groups, note = _choose_part(groups, part, root)
+    result = Discovery(Manifest([]), notes=[note] if note else [])
     for images_dir, split, label in groups:
         _collect(images_dir, split, label, root.name, result)
     patients = _sidecar_patients(root)
@@ -76,57 +114,72 @@ def discover(root: str | Path, part: str | None = None) -> Discovery:
     return result
 
 
-def _image_folders(root: Path) -> list[tuple[Path, str, int]]:
-    """(images folder, split name, label) for every ``<split>/<class>/images`` below root."""
-    found = []
+def _image_folders(root: Path) -> list[tuple[Path, str, str]]:
+    """(images folder, split name, label) for every ``<split>/<class>/images`` below root.
+
+    The folder above ``images`` is a class when its name is a COVID-QU-Ex class (any spelling of
+    :data:`LABEL_ALIASES`) or when a sibling folder holds ``images`` too (several classes side by side).
+    """
+    candidates = []
     for dirpath, dirnames, _ in os.walk(root):
         dirnames.sort()
         d = Path(dirpath)
-        if d.name.lower() != "images":
+        if d.name.lower() == "images" and d.parent != root.parent:
+            candidates.append(d)
+    parents: dict[Path, int] = {}
+    for d in candidates:
+        parents[d.parent.parent] = parents.get(d.parent.parent, 0) + 1
+    found = []
+    for d in candidates:
+        cls = d.parent
+        if cls.name.strip().lower() not in LABEL_ALIASES and (cls == root or parents[cls.parent] < 2):
             continue
-        try:
-            label = parse_label(d.parent.name)
-        except ValueError:
-            continue
-        split_dir = d.parent.parent
-        split = split_dir.name if split_dir != root.parent else "All"
-        found.append((d, split, label))
+        split_dir = cls.parent
+        split = split_dir.name if split_dir != root.parent and cls != root else "All"
+        found.append((d, split, parse_label(cls.name)))
     return found
 
 
-def _choose_part(groups: list[tuple[Path, str, int]], part: str | None, root: Path) -> list[tuple[Path, str, int]]:
-    """Keep one part (the folder above the split) when the tree holds several."""
+def _choose_part(
+    groups: list[tuple[Path, str, str]], part: str | None, root: Path
+) -> tuple[list[tuple[Path, str, str]], str | None]:
+    """Keep one part (the folder above the split) when the tree holds several COVID-QU-Ex parts; say so."""
     parts = sorted({g[0].parent.parent.parent for g in groups})
     if len(parts) <= 1:
-        return groups
+        return groups, None
     wanted = (part or PREFERRED_PART).lower()
     chosen = [p for p in parts if p.name.lower() == wanted]
+    names = sorted({p.name for p in parts})
     if not chosen:
-        names = sorted({p.name for p in parts})
         if part is not None:
             raise DataError(f"{root}: no part named {part!r}; found {', '.join(names)}")
-        return groups  # several splits of one set laid side by side: keep them all
-    return [g for g in groups if g[0].parent.parent.parent == chosen[0]]
+        return groups, None  # several splits of one set laid side by side: keep them all
+    kept = [g for g in groups if g[0].parent.parent.parent == chosen[0]]
+    if part is not None:
+        return kept, None
+    return kept, (f"{root}: found the parts {', '.join(repr(n) for n in names)}; used {chosen[0].name!r} (the other "
+                  "holds a subset of the same images); pass --part to choose another")  # fmt: skip
 
 
-def _collect(images_dir: Path, split: str, label: int, source: str, result: Discovery) -> None:
+def _collect(images_dir: Path, split: str, label: str, source: str, result: Discovery) -> None:
     mask_dir = next((images_dir.parent / m for m in MASK_FOLDERS if (images_dir.parent / m).is_dir()), None)
     masks = {}
     if mask_dir is not None:
-        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if is_image_file(p)}
+        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if readable_kind(p)}
     used = set()
     for p in sorted(images_dir.iterdir()):
         if not p.is_file():
             continue
-        if not is_image_file(p):
+        if not readable_kind(p):
             result.ignored_files.append(str(p))
             continue
         mask = masks.get(p.stem)
         if mask is not None:
             used.add(p.stem)
         result.manifest.samples.append(
-            Sample(image=str(p), label=label, mask=str(mask) if mask else None, split=split, source=source)
-        )
+            Sample(image=str(p), label=label, mask=str(mask) if mask else None, split=split, source=source,
+                   original_label=images_dir.parent.name if images_dir.parent.name != label else "")
+        )  # fmt: skip
     result.orphan_masks.extend(str(m) for stem, m in masks.items() if stem not in used)
 
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from .covidqu import Discovery
 from .duplicates import NEAR_THRESHOLD, THUMB, duplicate_groups
-from .manifest import CLASS_NAMES
 from .scan import scan
 
 
@@ -20,6 +19,9 @@ class InspectReport:
     total: int
     counts: dict[str, dict[str, int]]
     counts_by_source: dict[str, dict[str, int]]
+    class_names: list[str] = field(default_factory=list)
+    label_mapping: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     masks: dict[str, int] = field(default_factory=dict)
     mask_problems: list[dict[str, str]] = field(default_factory=list)
@@ -61,11 +63,15 @@ def inspect_dataset(
     results = list(scan(m.samples, keep_pixels=False, workers=workers, progress=progress, desc="inspecting"))
     by_source: dict[str, Counter] = defaultdict(Counter)
     for s in m:
-        by_source[s.source][s.class_name] += 1
+        by_source[s.source][s.label] += 1
+    names = m.class_names
     report = InspectReport(
         total=len(m),
         counts=m.counts(),
-        counts_by_source={src: {n: c.get(n, 0) for n in CLASS_NAMES} for src, c in by_source.items()},
+        counts_by_source={src: {n: c.get(n, 0) for n in names} for src, c in by_source.items()},
+        class_names=names,
+        label_mapping=m.label_mapping(),
+        notes=list(found.notes),
         orphan_masks=found.orphan_masks,
         ignored_files=found.ignored_files,
     )
@@ -127,15 +133,25 @@ def _patients(report: InspectReport, samples) -> None:
 
 def format_report(report: InspectReport, max_list: int = 10) -> str:
     """A human-readable text version of the report."""
-    lines = [f"{report.total} images"]
-    header = f"  {'split':<10}" + "".join(f"{n:>11}" for n in CLASS_NAMES) + f"{'total':>9}"
-    lines += ["", "Counts per split and class:", header]
-    for split, c in report.counts.items():
-        lines.append(f"  {split:<10}" + "".join(f"{c[n]:>11}" for n in CLASS_NAMES) + f"{sum(c.values()):>9}")
+    names = report.class_names
+    lines = [f"{report.total} images, classes: {', '.join(names)}"]
+    lines += [f"note: {n}" for n in report.notes]
+    width = max([6, *(len(s) for s in report.counts), *(len(s) for s in report.counts_by_source)]) + 2
+    cols = [max(11, len(n) + 2) for n in names]
+
+    def table_row(first: str, c: dict) -> str:
+        return f"  {first:<{width}}" + "".join(f"{c.get(n, 0):>{w}}" for n, w in zip(names, cols)) + f"{sum(c.values()):>9}"
+
+    header = "".join(f"{n:>{w}}" for n, w in zip(names, cols)) + f"{'total':>9}"
+    lines += ["", "Counts per split and class:", f"  {'split':<{width}}" + header]
+    lines += [table_row(split, c) for split, c in report.counts.items()]
     if len(report.counts_by_source) > 1:
-        lines += ["", "Counts per source:", header.replace("split", "source")]
-        for src, c in report.counts_by_source.items():
-            lines.append(f"  {src[:24]:<24}" + "".join(f"{c[n]:>11}" for n in CLASS_NAMES) + f"{sum(c.values()):>9}")
+        lines += ["", "Counts per source:", f"  {'source':<{width}}" + header]
+        lines += [table_row(src, c) for src, c in report.counts_by_source.items()]
+    if report.label_mapping:
+        lines += ["", "Labels as written in the data -> class used:"]
+        for written, used in report.label_mapping.items():
+            lines.append(f"  {written!r:<28} -> " + ", ".join(f"{k} ({v} images)" for k, v in used.items()))
     lines += ["", f"Unreadable images: {len(report.unreadable)}"]
     lines += [f"  {u['path']}: {u['reason']}" for u in report.unreadable[:max_list]]
     lines += ["", "Lung masks: " + (", ".join(f"{k} {v}" for k, v in sorted(report.masks.items())) or "none")]

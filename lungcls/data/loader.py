@@ -53,6 +53,8 @@ class CacheLoader:
         placement: ``"auto"`` (GPU-resident when it fits), ``"device"`` or ``"host"``.
         masks: serve these uint8 (N, H, W) masks (aligned with the cache's rows, e.g. predicted
             by stage 1) instead of the cache's own.
+        labels: serve these int64 (N,) labels (aligned with the cache's rows, e.g. indices into a
+            classifier's class set, :meth:`PackedCache.labels_for`) instead of the cache's own.
         rank, world_size: in a multi-process run, hold and serve only this rank's shard (every
             ``world_size``-th row from ``rank``, cut to equal lengths so all ranks step together).
     """
@@ -69,6 +71,7 @@ class CacheLoader:
         seed: int = 0,
         placement: str = "auto",
         masks: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -85,7 +88,7 @@ class CacheLoader:
         self.images = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))[:, None]
         source = cache.masks if masks is None else masks
         self.masks = torch.from_numpy(np.ascontiguousarray(source[rows]))[:, None] if with_masks else None
-        self.labels = torch.from_numpy(cache.labels[rows])
+        self.labels = torch.from_numpy((cache.labels if labels is None else labels)[rows])
         self.has_mask = torch.from_numpy(cache.has_mask[rows])
         self.resident = self.device.type != "cuda" or self._fits(placement)
         if self.resident:

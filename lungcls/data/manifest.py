@@ -11,17 +11,22 @@ import csv
 import hashlib
 import io
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import DataError
 
+#: the COVID-QU-Ex classes: the default class set, and the names the aliases below map to
 CLASS_NAMES: tuple[str, ...] = ("COVID-19", "Non-COVID", "Normal")
 
-_LABEL_ALIASES = {
-    "covid-19": 0, "covid19": 0, "covid": 0, "covid_19": 0,
-    "non-covid": 1, "non_covid": 1, "noncovid": 1, "non covid": 1, "pneumonia": 1,
-    "normal": 2, "no finding": 2, "no_finding": 2, "no_findings": 2,
+#: labels as written in common CXR sets -> the COVID-QU-Ex class they mean (case-insensitive). Any
+#: other label is a class of its own (e.g. "Tuberculosis"); ``data inspect`` prints the mapping used.
+LABEL_ALIASES = {
+    "covid-19": "COVID-19", "covid19": "COVID-19", "covid": "COVID-19", "covid_19": "COVID-19",
+    "non-covid": "Non-COVID", "non_covid": "Non-COVID", "noncovid": "Non-COVID", "non covid": "Non-COVID",
+    "pneumonia": "Non-COVID",
+    "normal": "Normal", "no finding": "Normal", "no_finding": "Normal", "no_findings": "Normal",
 }  # fmt: skip
 
 # CSV column names accepted for each field, first match wins.
@@ -33,16 +38,23 @@ PATIENT_COLUMNS = ("patient_id", "patientid", "patient")
 SOURCE_COLUMNS = ("source_set",)
 
 
-def parse_label(value: str) -> int:
-    """Map a class name (any accepted spelling) to its index in :data:`CLASS_NAMES`.
+def parse_label(value: str) -> str:
+    """The class a label means: a COVID-QU-Ex class for the spellings in :data:`LABEL_ALIASES`, else the
+    label itself (stripped), as a class of its own.
 
     Raises:
-        ValueError: the name is not a known class; the message lists the valid ones.
+        ValueError: an empty label.
     """
-    key = str(value).strip().lower()
-    if key in _LABEL_ALIASES:
-        return _LABEL_ALIASES[key]
-    raise ValueError(f"unknown class {value!r}; expected one of {', '.join(CLASS_NAMES)}")
+    label = str(value).strip()
+    if not label:
+        raise ValueError("empty class label")
+    return LABEL_ALIASES.get(label.lower(), label)
+
+
+def order_classes(names: Iterable[str]) -> list[str]:
+    """A class set in lungcls's order: the COVID-QU-Ex classes first (in their order), then others sorted."""
+    present = set(names)
+    return [c for c in CLASS_NAMES if c in present] + sorted(present - set(CLASS_NAMES))
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class Sample:
 
     Attributes:
         image: absolute path of the image file.
-        label: class index into :data:`CLASS_NAMES`.
+        label: class name (see :func:`parse_label`).
         mask: absolute path of the lung mask, or None.
         split: split name (``Train``, ``Val``, ``Test``, ``All`` ...).
         patient: patient id, or "" when unknown.
@@ -59,16 +71,12 @@ class Sample:
     """
 
     image: str
-    label: int
+    label: str
     mask: str | None = None
     split: str = "All"
     patient: str = ""
     source: str = ""
-
-    @property
-    def class_name(self) -> str:
-        """The label as a class name."""
-        return CLASS_NAMES[self.label]
+    original_label: str = ""  # the label as the data wrote it, where it was mapped to another name
 
 
 @dataclass
@@ -91,9 +99,18 @@ class Manifest:
         """Split names in order of first appearance."""
         return list(dict.fromkeys(s.split for s in self.samples))
 
-    def only(self, split: str) -> Manifest:
-        """The samples of one split."""
-        return Manifest([s for s in self.samples if s.split == split])
+    @property
+    def class_names(self) -> list[str]:
+        """The classes present, in :func:`order_classes` order."""
+        return order_classes(s.label for s in self.samples)
+
+    def label_mapping(self) -> dict[str, dict[str, int]]:
+        """{label as written in the data: {class used: images}}, for the labels that were renamed."""
+        out: dict[str, Counter] = {}
+        for s in self.samples:
+            if s.original_label and s.original_label != s.label:
+                out.setdefault(s.original_label, Counter())[s.label] += 1
+        return {k: dict(v) for k, v in sorted(out.items())}
 
     def with_splits(self, splits: list[str]) -> Manifest:
         """A copy with the split of each sample replaced."""
@@ -104,9 +121,10 @@ class Manifest:
     def counts(self) -> dict[str, dict[str, int]]:
         """{split: {class name: count}}."""
         out: dict[str, dict[str, int]] = {}
+        names = self.class_names
         for split in self.splits:
-            c = Counter(s.class_name for s in self.samples if s.split == split)
-            out[split] = {name: c.get(name, 0) for name in CLASS_NAMES}
+            c = Counter(s.label for s in self.samples if s.split == split)
+            out[split] = {name: c.get(name, 0) for name in names}
         return out
 
     def digest(self) -> str:
@@ -119,7 +137,7 @@ class Manifest:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["image", "label", "mask", "split", "patient_id", "source_set"])
         for s in self.samples:
-            w.writerow([s.image, s.class_name, s.mask or "", s.split, s.patient, s.source])
+            w.writerow([s.image, s.label, s.mask or "", s.split, s.patient, s.source])
         return buf.getvalue()
 
     def write_csv(self, path: str | Path) -> None:
@@ -157,8 +175,9 @@ def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
         patient_col, source_col = _pick(fields, PATIENT_COLUMNS), _pick(fields, SOURCE_COLUMNS)
         samples = []
         for line, row in enumerate(reader, start=2):
+            written = (row[label_col] or "").strip()
             try:
-                label = parse_label(row[label_col])
+                label = parse_label(written)
             except ValueError as e:
                 raise DataError(f"{path}, line {line}: {e}") from None
             image = _resolve(base, row[image_col], ("", "images"))
@@ -174,6 +193,7 @@ def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
                     split=(row.get(split_col) or "All").strip() if split_col else "All",
                     patient=(row.get(patient_col) or "").strip() if patient_col else "",
                     source=(row.get(source_col) or "").strip() if source_col else source,
+                    original_label=written if written != label else "",
                 )
             )
     if not samples:

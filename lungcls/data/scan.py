@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError
-from ..io import MAX_PIXELS, Size, decode_image, resize_image, resize_mask
+from ..reader import MAX_PIXELS, Size, decode_image, resize_image, resize_mask
 from .duplicates import thumbnail
 from .manifest import Sample
 

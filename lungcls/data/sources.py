@@ -36,7 +36,5 @@ def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discov
             raise DataError(
                 f"{p}: no such file or folder" if not p.exists() else f"{p}: expected a folder or a .csv manifest"
             )
-        joined.manifest = joined.manifest + found.manifest
-        joined.orphan_masks += found.orphan_masks
-        joined.ignored_files += found.ignored_files
+        joined.extend(found)
     return joined

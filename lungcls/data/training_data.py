@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .cache import PackedCache, cached_duplicates, is_cache, prepare_cache
+from .cache import PackedCache, fingerprints, is_cache, prepare_cache
+from .duplicates import duplicate_groups
 from .sources import open_dataset
-from .split import make_split
+from .split import SPLIT_NAMES, complete_split
 
 log = logging.getLogger(__name__)
 
@@ -26,34 +27,96 @@ def open_training_data(
     workers: int | None = None,
     progress: bool = True,
     strict: bool = False,
-) -> PackedCache:
+    pinned: Collection[str] = (),
+    hold_out: str | None = None,
+) -> tuple[PackedCache, str | None]:
     """A packed cache with Train and Val splits for ``paths``.
 
     ``paths`` may be one prepared cache (used as is, whatever its size), or dataset roots / CSV
-    manifests, which are cached at ``size`` into ``cache_dir`` (reused when unchanged). Data without Train and Val splits (such as
-    the shared sets, split ``All``) is split here: seeded, class-stratified, patient-grouped,
-    duplicates kept on one side.
+    manifests, cached at ``size`` into ``cache_dir`` (reused when unchanged). Images without a
+    Train/Val/Test split (such as the shared sets' ``All``) are split here (seeded, class-stratified,
+    patient-grouped, duplicates kept on one side; see :func:`lungcls.data.split.complete_split`);
+    images whose content hash is in ``pinned`` go to Train. A split made once with ``lungcls data
+    split`` and passed as a CSV is the way to give several runs the same split.
+
+    ``hold_out`` names a source set to hold out (external validation): its images are the Test
+    split, the other sources are split into Train and Val, and their images that show a held-out
+    patient or picture are left out (split ``Excluded``).
 
     A patient or a picture found in two splits is logged as a warning, or with ``strict`` raised.
+
+    Returns:
+        (the cache, a sentence saying what split was made, or None when the data's own split was used).
 
     Raises:
         DataError: no data, a cache without Train/Val splits, or (``strict``) a leak between splits.
     """
+    if hold_out is not None:
+        manifest = PackedCache.open(paths[0]).manifest if len(paths) == 1 and is_cache(paths[0]) else open_dataset(paths).manifest
+        hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
+        manifest, made = hold_out_split(manifest, hold_out, val, split_seed, duplicate_groups(hashes, thumbs),
+                                        {i for i, h in enumerate(hashes) if h and h in set(pinned)})  # fmt: skip
+        log.warning("%s", made)
+        prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
+        cache = PackedCache.open(cache_dir)
+        check_leaks(cache, strict)
+        return cache, made
     if len(paths) == 1 and is_cache(paths[0]):
         cache = PackedCache.open(paths[0])  # any size: the tasks resize batches to their model's size
         if not {"Train", "Val"} <= {s.split for s in cache.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
         check_leaks(cache, strict)
-        return cache
+        return cache, None
     manifest = open_dataset(paths).manifest
-    if not {"Train", "Val"} <= set(manifest.splits):
-        log.warning("no Train/Val split in the data: making a patient-grouped split (seed %d)", split_seed)
-        duplicates = cached_duplicates(manifest, cache_dir, workers=workers, progress=progress)
-        manifest = make_split(manifest, val=val, test=test, seed=split_seed, duplicates=duplicates)
+    made = None
+    unsplit = any(s.split not in SPLIT_NAMES for s in manifest) or not {"Train", "Val"} <= set(manifest.splits)
+    if unsplit:
+        hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
+        keep = {i for i, h in enumerate(hashes) if h and h in set(pinned)}
+        manifest, made = complete_split(manifest, val=val, test=test, seed=split_seed,
+                                        duplicates=duplicate_groups(hashes, thumbs), pinned=keep, carve=False)  # fmt: skip
+        log.warning("%s", made)
     prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
     cache = PackedCache.open(cache_dir)
     check_leaks(cache, strict)
-    return cache
+    return cache, made
+
+
+def hold_out_split(
+    manifest, source: str, val: float, seed: int, duplicates: list[list[int]], pinned: Collection[int] = ()
+) -> tuple[object, str]:
+    """Test = every image of ``source``; the other sources split into Train/Val (``val`` of them to Val);
+    other images sharing a patient or a picture with ``source`` are ``Excluded``.
+
+    Raises:
+        DataError: ``source`` is not a source of ``manifest``.
+    """
+    from .manifest import Manifest
+    from .split import group_ids
+
+    sources = sorted({s.source for s in manifest})
+    if source not in sources:
+        raise DataError(f"no source named {source!r} to hold out; sources: {', '.join(sources)}")
+    groups = group_ids(manifest, duplicates)
+    held = {g for g, s in zip(groups, manifest) if s.source == source}
+    others = [i for i, (g, s) in enumerate(zip(groups, manifest)) if s.source != source and g not in held]
+    excluded = sum(1 for g, s in zip(groups, manifest) if s.source != source and g in held)
+    old = {i: n for n, i in enumerate(others)}
+    sub = Manifest([manifest.samples[i] for i in others])
+    sub_dups = [[old[i] for i in grp if i in old] for grp in duplicates]
+    sub, _ = complete_split(sub, val=val, test=0.0, seed=seed, duplicates=[d for d in sub_dups if len(d) > 1],
+                            resplit=True, pinned={old[i] for i in pinned if i in old}, carve=False)  # fmt: skip
+    assign = ["Excluded"] * len(manifest)
+    for i, s in enumerate(manifest):
+        if s.source == source:
+            assign[i] = "Test"
+    for n, i in enumerate(others):
+        assign[i] = sub.samples[n].split
+    out = manifest.with_splits(assign)
+    counts = {k: sum(1 for x in assign if x == k) for k in ("Train", "Val", "Test", "Excluded")}
+    return out, (f"held out {source!r} as Test ({counts['Test']} images); the other sources split into Train "
+                 f"{counts['Train']} / Val {counts['Val']} (seed {seed}); {excluded} of their images share a patient "
+                 "or picture with the held-out source and are left out")  # fmt: skip
 
 
 def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, progress: bool = True) -> PackedCache:
@@ -66,8 +129,6 @@ def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, 
 
 def split_leaks(cache: PackedCache) -> dict[str, list]:
     """Patients, and pictures (exact or near duplicates), that sit in more than one split of ``cache``."""
-    from .duplicates import duplicate_groups
-
     sides: dict[str, set[str]] = {}
     for s in cache.samples:
         if s.patient:
@@ -90,3 +151,9 @@ def check_leaks(cache: PackedCache, strict: bool = False) -> dict[str, list]:
             raise DataError(msg + "; re-split with `lungcls data split`, or drop --strict")
         log.warning(msg)
     return leaks
+
+
+def seen_by(cache: PackedCache, rows: np.ndarray, seen: Collection[str]) -> list[int]:
+    """The cache rows among ``rows`` whose content hash is in ``seen``."""
+    seen = set(seen)
+    return [int(r) for r in rows if cache.hashes[int(r)] in seen]

@@ -4,28 +4,39 @@ on both (measured on a 2-core CPU: U-Net training +30%, inference +20-25%; ResNe
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N a GPU index)"
+
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``.
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given.
 
     Raises:
-        ValueError: CUDA was asked for and is not available.
+        ValueError: an unknown form (the message lists the valid ones), or CUDA asked for and not available.
     """
+    spec = spec.strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+        raise ValueError(f"unknown device {spec!r}; use one of: {DEVICE_FORMS}")
     device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} asked for, but there are {torch.cuda.device_count()} GPUs")
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op on CPU (fp32 there)."""
-    if device.type == "cuda" and enabled:
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``; on the CPU only when ``cpu`` too (else fp32 there)."""
+    if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -11,13 +11,15 @@ so a resumed run draws exactly what the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import math
+import os
 import random
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,16 +28,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_json, write_text
-from ..checkpoint import (
-    load_weights,
-    optimizer_tensors,
-    read_json,
-    restore_optimizer,
-    save_model,
-    save_weights,
-    unwrap,
-    write_config,
-)
+from ..checkpoint import load_weights, optimizer_tensors, read_json, restore_optimizer, save_model, save_weights, unwrap
 from ..config import TrainConfig
 from ..errors import LungclsError
 from .device import autocast
@@ -43,6 +36,7 @@ from .ema import EMA, ema_decay
 from .distributed import Ranks, barrier, same_weights, wrap
 from .distributed import mean as distributed_mean
 
+log = logging.getLogger(__name__)
 
 class Task(Protocol):
     """What a stage gives the engine."""
@@ -77,14 +71,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_deterministic_kernels() -> None:
-    """Deterministic kernels only (raises on an op that has none); sets the cuBLAS workspace it needs."""
-    import os
-
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
+    """Within the block: deterministic kernels where torch has them (an op without one warns and runs
+    anyway), cuDNN autotuning off, and the cuBLAS workspace setting they need. Every flag and the
+    environment variable are restored afterwards, so the process is left as it was found."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))  # fmt: skip
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+        if saved[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
 
 
 def learning_rate(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
@@ -121,13 +129,17 @@ def fit(
             averaged over ranks, every rank validates on the whole of ``val`` (so early stopping
             agrees), and only rank 0 writes files, logs and progress bars.
     """
-    ranks = ranks or Ranks()
-    run_dir = Path(run_dir)
+    with deterministic_kernels(cfg.deterministic):
+        return _fit(task, train, val, cfg, Path(run_dir), run_config, resume, progress, on_epoch_end, ranks or Ranks())
+
+
+def _fit(
+    task: Task, train: Any, val: Any | None, cfg: TrainConfig, run_dir: Path, run_config: dict, resume: bool,
+    progress: bool, on_epoch_end: Callable[[int, dict], None] | None, ranks: Ranks,
+) -> FitResult:  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     model, device = task.model, task.device
     progress = progress and ranks.main
-    if cfg.deterministic:
-        use_deterministic_kernels()
     # fused: one kernel per step for all parameters on CUDA
     optimizer = torch.optim.AdamW(
         unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
@@ -141,9 +153,9 @@ def fit(
     if resume:
         start, bad_epochs = _resume(run_dir, model, optimizer, result, ema)
     # DDP starts every rank from rank 0's weights
-    task.model = model = wrap(model, ranks, device, getattr(task, "unused_parameters", False))
+    task.model = model = wrap(model, ranks, device)
     if ranks.main:
-        write_config(run_dir / "config.json", run_config)
+        write_json(run_dir / "config.json", run_config)
     better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
     last_save = _Throttle()
     for epoch in range(start, cfg.epochs):
@@ -161,7 +173,7 @@ def fit(
             }
             if ranks.main:
                 save_model(run_dir / "model.safetensors", ema.model if ema else model)
-                write_config(run_dir / "config.json", run_config)
+                write_json(run_dir / "config.json", run_config)
         else:
             bad_epochs += 1
         agree = same_weights(unwrap(model), ranks, device)
@@ -173,7 +185,8 @@ def fit(
                     _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi, ema)
             _write_history(run_dir, result.history)
         barrier(ranks)  # the files are complete before any rank goes on
-        _log(progress, record, task.metric)
+        if ranks.main:
+            _log(record)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if stop:
@@ -204,7 +217,7 @@ def _validate(task: Task, val: Any, cfg: TrainConfig, ema: EMA | None) -> dict[s
     """Validation metrics as ``val_*``; with EMA, those of the average, and the live weights' as ``val_live_*``."""
     live = task.model
     live.eval()
-    with torch.inference_mode(), autocast(task.device, cfg.amp):
+    with torch.inference_mode(), autocast(task.device, cfg.amp, cfg.amp_cpu):
         scores = task.evaluate(val)
         if ema is None:
             return {f"val_{k}": v for k, v in scores.items()}
@@ -266,7 +279,7 @@ def _step(
 ) -> torch.Tensor:
     """One optimisation step; returns the batch's loss as a detached device scalar (no host sync)."""
     try:
-        with autocast(task.device, cfg.amp):
+        with autocast(task.device, cfg.amp, cfg.amp_cpu):
             loss = task.training_loss(batch, generator)
         loss.backward()
         if cfg.grad_clip:
@@ -334,12 +347,8 @@ def _bar(progress: bool, total: int, desc: str):
     return progress_bar(total=total, desc=desc, unit="batch", enabled=progress, leave=False)
 
 
-def _log(progress: bool, record: dict, metric: str) -> None:
-    if progress:
-        parts = [f"epoch {record['epoch']}", f"train_loss {record['train_loss']:.4f}"]
-        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
-        parts.append(f"{record['train_img_s']:.0f} img/s")
-        print("  ".join(parts), file=sys.stderr)
-
-
-__all__ = ["FitResult", "Task", "fit", "learning_rate", "seed_everything"]
+def _log(record: dict) -> None:
+    parts = [f"epoch {record['epoch']}", f"train_loss {record['train_loss']:.4f}"]
+    parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+    parts.append(f"{record['train_img_s']:.0f} img/s")
+    log.info("  ".join(parts))

@@ -63,17 +63,18 @@ def imagenet_state_dict(arch: str = "resnet50", weights_file: str | Path | None 
         ) from None
 
 
-def build_classifier(cfg: ClassifierConfig, weights_file: str | Path | None = None) -> torch.nn.Module:
+def build_classifier(cfg: ClassifierConfig, weights: str | Path | None = None) -> torch.nn.Module:
     """ResNet (``cfg.arch``): input float (N, 1, S, S) normalised, output logits (N, num_classes).
 
-    With ``cfg.pretrained`` (or a ``weights_file``) the ImageNet weights are loaded first, then
-    the stem is made 1-channel by summing its RGB filters and the head is replaced.
+    The architecture comes from ``cfg`` alone. ``weights`` (``"imagenet"``: torchvision's local cache,
+    or a weights file) are read only when training starts, never when a trained model is loaded: they
+    are loaded first, then the stem is made 1-channel by summing its RGB filters and the head is replaced.
     """
     if cfg.arch not in RESNETS:
         raise ConfigError("arch", f"{cfg.arch!r} is not a classifier; choose one of {', '.join(RESNETS)}")
     model = RESNETS[cfg.arch][0](weights=None)
-    if cfg.pretrained or weights_file is not None:
-        state = imagenet_state_dict(cfg.arch, weights_file)
+    if weights is not None:
+        state = imagenet_state_dict(cfg.arch, None if weights == "imagenet" else weights)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -81,3 +82,16 @@ def build_classifier(cfg: ClassifierConfig, weights_file: str | Path | None = No
     model.conv1 = gray_stem(model.conv1)
     model.fc = torch.nn.Linear(model.fc.in_features, cfg.num_classes)
     return model
+
+
+def describe_weights(weights: str | Path | None) -> str | None:
+    """How a run records the weights it started from: ``"imagenet"``, or a file's name and SHA-256 (never its
+    local path)."""
+    if weights is None or weights == "imagenet":
+        return weights
+    import hashlib
+
+    path = Path(weights)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"

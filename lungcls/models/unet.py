@@ -8,15 +8,19 @@ from ..config import SegmenterConfig
 from ..errors import ConfigError
 
 
-def build_segmenter(cfg: SegmenterConfig) -> torch.nn.Module:
+def build_segmenter(cfg: SegmenterConfig, encoder_weights: str | None = None) -> torch.nn.Module:
     """An ``smp.Unet`` for ``cfg``: input float (N, 1, H, W) normalised, output logits (N, 1, H, W).
 
-    H and W must be multiples of 2**encoder_depth. Encoder weights are loaded only when
-    ``cfg.encoder_weights`` is set (smp reads them from its local cache or downloads them).
+    H and W must be multiples of 2**encoder_depth. The architecture comes from ``cfg`` alone;
+    ``encoder_weights`` (``"imagenet"``: smp's local cache, or a safetensors/torchvision file of the
+    encoder) is read only when training starts, never when a trained model is loaded.
+
+    Encoder stages a shallower U-Net never runs (e.g. ResNet's ``layer4`` at depth 4) are removed,
+    so they are neither trained nor saved; :data:`STRIPPED` names them on the returned module.
     """
     import segmentation_models_pytorch as smp
 
-    if len(cfg.decoder_channels) != cfg.encoder_depth:
+    if len(cfg.decoder_channels or []) != cfg.encoder_depth:
         raise ConfigError(
             "decoder_channels", f"needs {cfg.encoder_depth} values (one per encoder stage), got {cfg.decoder_channels}"
         )
@@ -24,14 +28,65 @@ def build_segmenter(cfg: SegmenterConfig) -> torch.nn.Module:
         raise ConfigError(
             "image_size", f"{cfg.image_size} is not a multiple of {2**cfg.encoder_depth} (2 ** encoder_depth)"
         )
+    smp_weights = encoder_weights if encoder_weights == "imagenet" else None
     try:
-        return smp.Unet(
+        model = smp.Unet(
             encoder_name=cfg.encoder_name,
-            encoder_weights=cfg.encoder_weights,
+            encoder_weights=smp_weights,
             encoder_depth=cfg.encoder_depth,
-            decoder_channels=tuple(cfg.decoder_channels),
+            decoder_channels=tuple(cfg.decoder_channels or ()),
             in_channels=cfg.in_channels,
             classes=cfg.classes,
         )
     except KeyError as e:
         raise ConfigError("encoder_name", f"{cfg.encoder_name!r} is not an smp encoder ({e})") from None
+    except (OSError, RuntimeError, ValueError) as e:  # smp could not find or fetch its weights
+        raise ConfigError(
+            "encoder_weights", f"{cfg.encoder_name} ImageNet weights are not available offline ({e}); "
+            "pass a local weights file instead"
+        ) from None  # fmt: skip
+    if encoder_weights not in (None, "imagenet"):
+        _load_encoder_file(model.encoder, encoder_weights)
+    _strip_unused_stages(model, cfg)
+    return model
+
+
+STRIPPED = "lungcls_stripped"  # attribute: prefixes of the state-dict keys removed from the module
+
+
+def _strip_unused_stages(model: torch.nn.Module, cfg: SegmenterConfig) -> None:
+    """Replace the encoder's top-level children that its forward never calls with empty modules."""
+    called: set[str] = set()
+    hooks = [
+        child.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+        for name, child in model.encoder.named_children()
+    ]
+    side = 2 ** (cfg.encoder_depth + 1)
+    try:
+        with torch.no_grad():
+            model.encoder.eval()(torch.zeros(1, cfg.in_channels, side, side))
+    finally:
+        for h in hooks:
+            h.remove()
+    stripped = []
+    for name, child in list(model.encoder.named_children()):
+        if name not in called and any(True for _ in child.parameters()):
+            setattr(model.encoder, name, torch.nn.Identity())
+            stripped.append(f"encoder.{name}.")
+    model.train()
+    setattr(model, STRIPPED, stripped)
+
+
+def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
+    from .resnet import imagenet_state_dict
+
+    state = imagenet_state_dict(weights_file=path)  # safetensors, or a torchvision .pth read with weights_only
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if "conv1.weight" in state and state["conv1.weight"].shape[1] != encoder.conv1.weight.shape[1]:
+        state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)  # RGB filters -> one gray channel
+    own = encoder.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting or len(fitting) < len([k for k in own if not k.endswith("num_batches_tracked")]) // 2:
+        raise ConfigError("encoder_weights", f"{path}: does not fit the {type(encoder).__name__} encoder "
+                          f"({len(fitting)} of {len(own)} tensors match)")  # fmt: skip
+    torch.nn.Module.load_state_dict(encoder, fitting, strict=False)

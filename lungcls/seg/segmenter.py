@@ -1,7 +1,13 @@
-"""Stage 1 at inference: a trained U-Net plus its post-processing, batched on the device."""
+"""Stage 1 at inference: a trained U-Net plus its post-processing, batched on the device.
+
+:meth:`Segmenter.masks` is the one stage-1 inference path: ``lungcls segment``, ``classify``,
+``predict``, ``Pipeline``, ``train-cls`` (predicted masks for the cache) and ``evaluate-seg`` all
+call it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,63 +15,89 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_model, read_json
-from ..config import PostprocessConfig, SegmenterConfig, from_dict
-from ..data.augment import to_unit
-from ..engine.device import autocast, inference_batch_size, memory_format, resolve_device
-from ..errors import CheckpointError
+from ..checkpoint import load_state
+from ..config import PostprocessConfig, SegmenterConfig, from_dict, to_dict
+from ..engine.device import autocast, inference_batch_size, resolve_device
 from ..models import build_segmenter
-from .components import MAX_PIXELS
-from .postprocess import postprocess, postprocess_batch
+from .postprocess import postprocess
+from .task import SegmentationTask
 
 
 @dataclass
 class SegmentResult:
-    """One image's lungs: mask uint8 (H, W) {0, 1} at the input size, lung fraction, box, flags."""
+    """One image's lungs at the size the image was given.
+
+    Attributes:
+        mask: uint8 (H, W) in {0, 1}.
+        lung_fraction: share of the image that is lung.
+        box: the lungs' bounding box (x0, y0, x1, y1), x1 and y1 exclusive, or None when no lung.
+        flags: mask-quality flags (see :mod:`lungcls.seg.postprocess`).
+    """
 
     mask: np.ndarray
     lung_fraction: float
-    bbox: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (exclusive), None when no lung
+    box: tuple[int, int, int, int] | None
     flags: list[str] = field(default_factory=list)
 
 
 class Segmenter:
-    """A trained lung U-Net.
+    """A trained lung U-Net and its post-processing.
 
     Args:
-        model: the U-Net; cfg: its config; post: post-processing settings.
+        model: the U-Net; cfg: its config; post: post-processing and flag settings.
         device: where it runs; amp: bf16 on CUDA; batch_size: images per forward pass (default 64 on
             a GPU, 8 on CPU).
         compile: run the forward pass through ``torch.compile`` (faster on a GPU after a warm-up).
+        info: where the model came from and how it was trained (the rest of its ``config.json``).
     """
 
     def __init__(
         self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
         device: str | torch.device = "auto", amp: bool = True, batch_size: int | None = None, compile: bool = False,
+        info: dict | None = None,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.post, self.amp = cfg, post or PostprocessConfig(), amp
         self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=64)
-        self.format = memory_format(self.device)
-        self.model = model.to(self.device, memory_format=self.format).eval()
+        self.task = SegmentationTask(model.eval(), cfg, self.device)
+        self.model = self.task.model  # the plain module (saving, export)
         self.forward = torch.compile(self.model) if compile else self.model
-        self.run: Path | None = None  # the run folder it was loaded from
+        self.info = dict(info or {})
+        self.images: dict[str, list[str]] | None = None  # content hashes of its Train/Val/Test images, if recorded
 
     @classmethod
-    def load(cls, run: str | Path, device: str | torch.device = "auto", **kwargs) -> Segmenter:
-        """Load a run folder written by ``train-seg`` (``config.json`` + ``model.safetensors``), or a bundle."""
-        run = Path(run)
-        if (run / "pipeline.json").is_file():  # a bundle: take its segmenter
-            run = run / "segmenter"
-        config = read_json(run / "config.json")
-        if config.get("kind") != "segmenter":
-            raise CheckpointError(f"{run}: not a segmentation run (kind {config.get('kind')!r})")
-        cfg = from_dict(SegmenterConfig, config["model"])
-        post = from_dict(PostprocessConfig, config.get("postprocess", {}))
-        model = load_model(run / "model.safetensors", build_segmenter(cfg))
-        obj = cls(model, cfg, post, device, **kwargs)
-        obj.run = run
+    def load(cls, spec: str | Path = "", device: str | torch.device = "auto", **kwargs) -> Segmenter:
+        """Load a built-in model by name (default: :data:`lungcls.builtin.DEFAULT`), a ``train-seg`` run
+        folder, or a bundle's segmenter. Only the architecture is rebuilt; no initial weights are read.
+
+        Raises:
+            CheckpointError: ``spec`` is none of these; the message says what it found.
+        """
+        from .. import builtin
+        from ..runs import read_model
+
+        files = read_model(spec or builtin.DEFAULT, "segmenter")
+        cfg = from_dict(SegmenterConfig, files.config["model"], "model.")
+        post = from_dict(PostprocessConfig, files.config.get("postprocess", {}), "postprocess.")
+        model = load_state(build_segmenter(cfg), files.weights, files.name)
+        info = {k: v for k, v in files.config.items() if k not in ("model", "postprocess")}
+        info["source"] = {"origin": files.origin, "name": files.name, "sha256": files.sha256}
+        obj = cls(model, cfg, post, device, info=info, **kwargs)
+        obj.images = files.images
         return obj
+
+    def save(self, folder: str | Path) -> str:
+        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256."""
+        from ..runs import write_model
+
+        config = {"kind": "segmenter", "model": to_dict(self.cfg), "postprocess": to_dict(self.post),
+                  **{k: v for k, v in self.info.items() if k not in ("kind", "source")}}  # fmt: skip
+        return write_model(folder, config, self.model.state_dict(), self.images)
+
+    @property
+    def seen_images(self) -> set[str]:
+        """Content hashes of the images it was trained or validated on (empty when not recorded)."""
+        return set((self.images or {}).get("Train", [])) | set((self.images or {}).get("Val", []))
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -77,77 +109,61 @@ class Segmenter:
         Returns:
             float32 (N, 1, H, W) in [0, 1] on the segmenter's device.
         """
-        s = self.cfg.image_size
         out = []
         for chunk in images.split(self.batch_size):
-            x = to_unit(chunk.to(self.device, non_blocking=True))
-            h, w = x.shape[-2:]
-            if (h, w) != (s, s):
-                x = F.interpolate(x, size=(s, s), mode="area" if h * w > s * s else "bilinear")
-            x = ((x - self.cfg.mean) / self.cfg.std).contiguous(memory_format=self.format)
             with autocast(self.device, self.amp):
-                p = torch.sigmoid(self.forward(x).float())
-            if (h, w) != (s, s):
-                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+                p = torch.sigmoid(self.forward(self.task.inputs(chunk)).float())
+            if p.shape[-2:] != chunk.shape[-2:]:
+                p = F.interpolate(p, size=tuple(chunk.shape[-2:]), mode="bilinear", align_corners=False)
             out.append(p)
         return torch.cat(out) if out else torch.empty(0, 1, *images.shape[-2:], device=self.device)
 
-    def masks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
-        """Post-processed lung masks, left on the segmenter's device.
-
-        On a GPU, post-processing runs there on whole batches
-        (:func:`~lungcls.seg.postprocess.postprocess_batch`); on CPU it uses scikit-image. Both give
-        the same masks.
+    def masks(
+        self, images: torch.Tensor | np.ndarray, keep_probs: bool = False, progress: bool = False
+    ) -> tuple[torch.Tensor, list[list[str]]] | tuple[torch.Tensor, list[list[str]], torch.Tensor]:
+        """Post-processed lung masks, on the segmenter's device: the one stage-1 inference path.
 
         Args:
-            images: uint8 (N, 1, H, W).
+            images: uint8 (N, 1, H, W) (a tensor anywhere, or a NumPy array / memory-map, read batch by batch).
+            keep_probs: also return the probabilities (for the threshold-only Dice of evaluations).
+            progress: show a progress bar.
 
         Returns:
-            (masks uint8 (N, 1, H, W) in {0, 1} on the device, flags per image).
+            (masks uint8 (N, 1, H, W) in {0, 1}, flags per image[, probs float (N, 1, H, W)]).
         """
-        out: list[torch.Tensor] = []
-        flags: list[list[str]] = []
-        for chunk in images.split(self.batch_size):
-            masks, f = self.postprocess(self.probabilities(chunk))
-            out.append(masks)
-            flags += f
-        if not out:
-            return torch.empty(0, 1, *images.shape[-2:], dtype=torch.uint8, device=self.device), []
-        return torch.cat(out), flags
+        from ..progress import progress_bar
 
-    def postprocess(self, probs: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
-        """Post-process probabilities float (N, 1, H, W): (masks uint8 (N, 1, H, W) on their device, flags per image)."""
-        if probs.device.type != "cpu" and probs.shape[-2] * probs.shape[-1] <= MAX_PIXELS:
-            return postprocess_batch(probs, self.post)
-        done = [postprocess(p, self.post) for p in probs[:, 0].float().cpu().numpy()]
-        if not done:
-            return torch.empty(probs.shape, dtype=torch.uint8, device=probs.device), []
-        masks = torch.from_numpy(np.stack([m for m, _ in done]))[:, None].to(probs.device)
-        return masks, [f for _, f in done]
+        n = len(images)
+        out, flags, probs = [], [], []
+        bar = progress_bar(total=n, desc="segmenting", unit="img", enabled=progress)
+        for start in range(0, n, self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            chunk = torch.from_numpy(np.array(chunk)) if isinstance(chunk, np.ndarray) else chunk  # a copy: memory-maps are read-only
+            p = self.probabilities(chunk)
+            m, f = postprocess(p, self.post)
+            out.append(m)
+            flags += f
+            if keep_probs:
+                probs.append(p)
+            bar.update(len(chunk))
+        bar.close()
+        shape = (0, 1, *images.shape[-2:])
+        masks = torch.cat(out) if out else torch.empty(shape, dtype=torch.uint8, device=self.device)
+        if keep_probs:
+            return masks, flags, torch.cat(probs) if probs else torch.empty(shape, device=self.device)
+        return masks, flags
 
     def segment(self, images: torch.Tensor) -> list[SegmentResult]:
-        """Post-processed lung masks for uint8 (N, 1, H, W) images, with lung fraction, box and flags."""
-        return describe_batch(*self.masks(images))
+        """Masks with lung fraction, box and flags for uint8 (N, 1, H, W) images."""
+        return describe(*self.masks(images))
 
 
-def describe(mask: np.ndarray, flags: list[str]) -> SegmentResult:
-    """Lung fraction and bounding box of a {0, 1} mask."""
-    ys, xs = np.nonzero(mask)
-    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
-    return SegmentResult(mask, float(mask.mean()), bbox, flags)
-
-
-def describe_batch(masks: torch.Tensor, flags: list[list[str]]) -> list[SegmentResult]:
-    """:func:`describe` for uint8 (N, 1, H, W) masks on any device: boxes and fractions computed there, one copy back."""
+def describe(masks: torch.Tensor, flags: Sequence[list[str]]) -> list[SegmentResult]:
+    """Lung fraction and box of uint8 (N, 1, H, W) masks on any device (computed there, one copy back)."""
     from ..masking import lung_boxes
 
     boxes, empty = lung_boxes(masks, 0.0)
-    fractions = masks.float().mean(dim=(1, 2, 3))
-    arrays, boxes, empty, fractions = (
-        masks[:, 0].cpu().numpy(),
-        boxes.long().tolist(),
-        empty.tolist(),
-        fractions.tolist(),
-    )
+    fractions = (masks != 0).float().mean(dim=(1, 2, 3))
+    arrays, boxes, empty, fractions = masks[:, 0].cpu().numpy(), boxes.long().tolist(), empty.tolist(), fractions.tolist()
     return [SegmentResult(m, f, None if e else tuple(b), list(g))
             for m, f, b, e, g in zip(arrays, fractions, boxes, empty, flags)]  # fmt: skip

@@ -1,7 +1,8 @@
 """The one image reader: every file lungcls takes in goes through :func:`read_image` or :func:`read_mask`.
 
-Formats: PNG, JPEG, BMP, TIFF (8 or 16 bit; grayscale, RGB, RGBA, palette, CMYK; any size) and,
-with the ``lungcls[dicom]`` extra, DICOM. Output is always a uint8 grayscale array (H, W).
+Formats: PNG, JPEG, BMP, TIFF, WebP (8 or 16 bit; grayscale, RGB, RGBA, palette, CMYK; any size) and,
+with the ``lungcls[dicom]`` extra, DICOM (by suffix, or by the ``DICM`` marker at byte 128 for files
+without a suffix, as PACS exports often are). Output is always a uint8 grayscale array (H, W).
 
 Documented conversions:
 
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 DEFAULT_SIZE = (256, 256)
 #: Largest image accepted, in pixels. A 4,300 x 3,500 CXR is 15 M; the limit leaves room.
 MAX_PIXELS = 100_000_000
@@ -117,6 +118,18 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def readable_kind(path: str | Path) -> str | None:
+    """Why lungcls would read ``path``: ``"image"`` (a known suffix), ``"dicom"`` (the DICOM marker in a
+    file without a known suffix), or None (neither; the file would be skipped)."""
+    path = Path(path)
+    if is_image_file(path):
+        return "image"
+    try:
+        return "dicom" if path.is_file() and _has_dicom_marker(path) else None
+    except OSError:
+        return None
+
+
 def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
     try:
         with warnings.catch_warnings():
@@ -178,8 +191,45 @@ def _hash(native: np.ndarray) -> str:
 
 
 def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
+    return path.suffix.lower() in (".dcm", ".dicom") or _has_dicom_marker(path)
+
+
+def _has_dicom_marker(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(132)
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+@dataclass
+class ReadBatch:
+    """Several files read at once, going on past the unreadable ones.
+
+    Attributes:
+        images: uint8 (M, S, S), the readable files at the working size, in order.
+        slots: one per file: its row in ``images``, or the :class:`ImageReadError` that stopped it.
+        sizes: native (height, width) of each readable file.
+        natives: native uint8 pixels of each readable file (only when asked for).
+    """
+
+    images: np.ndarray
+    slots: list[int | ImageReadError]
+    sizes: list[Size]
+    natives: list[np.ndarray] | None = None
+
+
+def read_images(paths: list[str | Path], size: Size = DEFAULT_SIZE, keep_native: bool = False) -> ReadBatch:
+    """Decode each file once (:func:`decode_image`) and resize it to ``size``; errors are kept per file."""
+    images, slots, sizes, natives = [], [], [], []
+    for path in paths:
+        try:
+            decoded = decode_image(path)
+        except ImageReadError as e:
+            slots.append(e)
+            continue
+        slots.append(len(images))
+        images.append(resize_image(decoded.pixels, size))
+        sizes.append(decoded.size)
+        if keep_native:
+            natives.append(decoded.pixels)
+    stacked = np.stack(images) if images else np.zeros((0, *size), np.uint8)
+    return ReadBatch(stacked, slots, sizes, natives if keep_native else None)

@@ -13,21 +13,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import Size, read_image, read_mask
+from ..config import AugmentConfig
+from ..reader import Size, read_image, read_mask
 from .cache import PackedCache
 from .manifest import Manifest
 
 
-def default_albumentations(
-    rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1), translate: float = 0.06
-) -> Any:
-    """An albumentations pipeline equivalent to :class:`lungcls.data.augment.DeviceAugment`'s defaults."""
+def default_albumentations(cfg: AugmentConfig | None = None) -> Any:
+    """The albumentations equivalent of :class:`lungcls.data.augment.DeviceAugment` with ``cfg`` (default
+    :class:`~lungcls.config.AugmentConfig`): the same rotation, zoom, shift, brightness and contrast."""
     import albumentations as A
 
+    c = cfg or AugmentConfig()
     return A.Compose(
         [
-            A.Affine(rotate=(-rotation, rotation), scale=scale, translate_percent=(-translate, translate), p=1.0),
-            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=1.0),
+            A.Affine(rotate=(-c.rotation, c.rotation), scale=tuple(c.scale), translate_percent=(-c.translate, c.translate), p=c.p),
+            A.RandomBrightnessContrast(brightness_limit=c.brightness, contrast_limit=c.contrast, p=c.p),
+            A.HorizontalFlip(p=c.hflip),
         ]
     )
 
@@ -40,12 +42,16 @@ class ImageDataset(Dataset):
         indices: rows to use (default all).
         transform: an albumentations transform called as ``transform(image=..., mask=...)``.
         size: working size when reading from files.
+        class_names: the class set ``label`` indexes into (default: the source's own).
     """
 
     def __init__(
-        self, source: PackedCache | Manifest, indices: Any = None, transform: Any = None, size: Size = (256, 256)
-    ) -> None:
+        self, source: PackedCache | Manifest, indices: Any = None, transform: Any = None, size: Size = (256, 256),
+        class_names: list[str] | None = None,
+    ) -> None:  # fmt: skip
         self.source, self.transform, self.size = source, transform, size
+        self.class_names = class_names or source.class_names
+        self.labels = source.labels_for(self.class_names) if isinstance(source, PackedCache) else None
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
 
     def __len__(self) -> int:
@@ -56,13 +62,13 @@ class ImageDataset(Dataset):
         if isinstance(self.source, PackedCache):
             image = np.array(self.source.images[row])  # a copy: memory-maps are read-only
             mask = np.array(self.source.masks[row])
-            label, has_mask = int(self.source.labels[row]), bool(self.source.has_mask[row])
+            label, has_mask = int(self.labels[row]), bool(self.source.has_mask[row])
         else:
             s = self.source.samples[row]
             image = read_image(s.image, self.size)
             has_mask = s.mask is not None
             mask = read_mask(s.mask, self.size) if has_mask else np.zeros(self.size, np.uint8)
-            label = s.label
+            label = self.class_names.index(s.label)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lungcls import ImageReadError
-from lungcls.io import decode_image, read_image, read_mask
+from lungcls.reader import decode_image, read_image, read_mask
 
 from .conftest import real_pairs
 

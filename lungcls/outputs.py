@@ -1,0 +1,247 @@
+"""Per-file results of ``lungcls segment``, ``classify`` and ``predict``: the rows, and every file written for them.
+
+All three read files the same way (:func:`lungcls.reader.read_images`), segment through the one
+stage-1 path (:meth:`lungcls.seg.segmenter.Segmenter.masks`) at the working size, and share their CSV
+columns and units:
+
+============== =====================================================================================
+path, name     the input file, and the stem its output files are named after (``_2``... on clashes)
+width, height  the image's own size in pixels
+lung_fraction  share of the image that is lung (computed on the working-size mask)
+box_x0..box_y1 the lungs' bounding box in the image's own pixels (x1, y1 exclusive), empty when no lung
+flags          mask-quality and other flags, ``;``-separated
+error          why the file could not be read (empty when it could)
+============== =====================================================================================
+
+``classify`` and ``predict`` add ``predicted`` and ``p_<class>`` (calibrated probabilities);
+``predict --explain`` adds ``in_lung_saliency``. Masks written by ``segment`` are the working-size
+masks brought to each image's own size (bilinear on {0, 1}, then > 0.5); crops use the classifier's
+crop rule (:func:`lungcls.masking.lung_boxes`, margin :data:`CROP_MARGIN`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .atomic import write_bytes, write_text
+from .config import ClassifierConfig
+from .errors import ImageReadError
+from .reader import Size, read_images
+from .seg.segmenter import Segmenter, describe
+
+CROP_MARGIN = ClassifierConfig().margin
+COMMON_FIELDS = ["path", "name", "width", "height", "lung_fraction", "box_x0", "box_y0", "box_x1", "box_y1",
+                 "flags", "error"]  # fmt: skip
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """Output names for ``paths``: each file's stem, with ``_2``, ``_3``... added where a name is taken."""
+    taken: set[str] = set()
+    names = []
+    for p in paths:
+        name, k = p.stem, 1
+        while name in taken:
+            k += 1
+            name = f"{p.stem}_{k}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def segment_files(
+    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = 256, progress: bool = True
+) -> list[dict]:
+    """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``.
+
+    Unreadable files get a CSV row with the error and no outputs; the others go on.
+
+    Args:
+        size: the working size the masks are made at (the same as ``Pipeline``'s).
+
+    Returns:
+        One dict per input (the CSV rows).
+    """
+    from .masking import lung_boxes
+    from .progress import progress_bar
+
+    out = Path(out)
+    names = dict(zip(paths, unique_names(paths)))
+    rows: list[dict] = []
+    bar = progress_bar(total=len(paths), desc="segmenting", unit="img", enabled=progress)
+    for chunk in _chunks(paths, segmenter.batch_size):
+        read = read_images(chunk, (size, size), keep_native=True)
+        masks, flags = segmenter.masks(torch.from_numpy(read.images)[:, None]) if len(read.images) else (None, [])
+        results = describe(masks, flags) if masks is not None else []
+        crops = lung_boxes(masks, CROP_MARGIN)[0].tolist() if masks is not None else []
+        for path, slot in zip(chunk, read.slots):
+            if isinstance(slot, ImageReadError):
+                rows.append({"path": str(path), "name": names[path], "error": slot.reason})
+                continue
+            r = results[slot]
+            write_segmentation(out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size)
+            rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size))
+        bar.update(len(chunk))
+    bar.close()
+    write_csv(out / "segment.csv", rows, COMMON_FIELDS)
+    return rows
+
+
+def write_segmentation(out: Path, name: str, native: np.ndarray, mask: np.ndarray, crop, size: int) -> None:
+    """``masks/``, ``overlays/`` and ``crops/`` PNGs of one image under ``out``, at the image's own size.
+
+    Args:
+        native: uint8 (H, W) the image as read; mask: uint8 (S, S) at the working size; crop: the crop
+            box at the working size (None when there is no lung: no crop is written).
+    """
+    mask = mask_at(mask, native.shape)
+    write_bytes(out / "masks" / f"{name}.png", png(mask * 255))
+    write_bytes(out / "overlays" / f"{name}.png", png(overlay(native, mask)))
+    if crop is not None:
+        x0, y0, x1, y1 = box_at(crop, size, native.shape)
+        write_bytes(out / "crops" / f"{name}.png", png(native[y0:y1, x0:x1]))
+
+
+def predict_files(
+    paths: Sequence[Path], pipe, explain_dir: str | Path | None = None, progress: bool = True,
+    cam_method: str = "gradcam", cam_target: str | None = None, segment_dir: str | Path | None = None,
+) -> list[dict]:  # fmt: skip
+    """Predict each file with a :class:`~lungcls.pipeline.Pipeline`; unreadable files get a row with the error.
+
+    Args:
+        explain_dir: also write a class-activation picture per image there (the image at its own size,
+            at least 512 px, with the map, the lung outline, the class, its probability and the in-lung
+            share on it) and add ``in_lung_saliency`` to each row.
+        cam_method: see :data:`lungcls.explain.CAM_METHODS`; cam_target: the class to explain (default:
+            the predicted one).
+        segment_dir: also write the masks, overlays and crops that ``lungcls segment`` writes there (from
+            the same masks: every file is read and segmented once).
+
+    Returns:
+        One dict per input (the CSV rows of :func:`prediction_fields`).
+    """
+    from .progress import progress_bar
+
+    classes, s = pipe.class_names, pipe.size
+    if cam_target is not None and cam_target not in classes:
+        raise ValueError(f"--cam-target {cam_target!r} is not a class of this model ({', '.join(classes)})")
+    names = dict(zip(paths, unique_names(paths)))
+    rows: list[dict] = []
+    bar = progress_bar(total=len(paths), desc="predicting", unit="img", enabled=progress)
+    for chunk in _chunks(paths, pipe.classifier.batch_size):
+        read = read_images(chunk, (s, s), keep_native=explain_dir is not None or segment_dir is not None)
+        batch = torch.from_numpy(read.images)[:, None]
+        segmented = pipe.segmenter.masks(batch) if pipe.segmenter is not None and len(batch) else None
+        preds = pipe.predict_batch(batch, segmented=segmented) if len(batch) else []
+        shares: list[float] = [math.nan] * len(preds)
+        if segment_dir is not None and segmented is not None:
+            from .masking import lung_boxes
+
+            crops = lung_boxes(segmented[0], CROP_MARGIN)[0].tolist()
+            for path, slot in zip(chunk, read.slots):
+                if not isinstance(slot, ImageReadError):
+                    p = preds[slot]
+                    write_segmentation(Path(segment_dir), names[path], read.natives[slot], p.mask,
+                                       crops[slot] if p.box else None, s)  # fmt: skip
+        if explain_dir is not None and preds:
+            readable = [p for p, slot in zip(chunk, read.slots) if not isinstance(slot, ImageReadError)]
+            masks = segmented[0] if segmented is not None else None
+            shares = _explain(pipe, batch, masks, preds, read.natives, [names[p] for p in readable],
+                              Path(explain_dir), cam_method, cam_target)  # fmt: skip
+        for path, slot in zip(chunk, read.slots):
+            if isinstance(slot, ImageReadError):
+                rows.append({"path": str(path), "name": names[path], "error": slot.reason})
+                continue
+            p = preds[slot]
+            row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s)
+            row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
+            row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
+            rows.append(row)
+        bar.update(len(chunk))
+    bar.close()
+    return rows
+
+
+def prediction_fields(class_names: Sequence[str], explain: bool = False) -> list[str]:
+    """The columns of ``classify.csv`` / ``predictions.csv``."""
+    head, tail = COMMON_FIELDS[:4], COMMON_FIELDS[4:]
+    return head + ["predicted", *[f"p_{n}" for n in class_names]] + tail[:-1] + (["in_lung_saliency"] if explain else []) + tail[-1:]
+
+
+def common_row(path: Path, name: str, native: Size, fraction: float, box, flags: Sequence[str], size: int) -> dict:
+    """The columns every per-file CSV shares (see the module doc), box brought to the image's own pixels."""
+    x0, y0, x1, y1 = box_at(box, size, native) if box is not None else ("",) * 4
+    return {"path": str(path), "name": name, "width": native[1], "height": native[0],
+            "lung_fraction": "" if fraction is None or math.isnan(fraction) else round(fraction, 5),
+            "box_x0": x0, "box_y0": y0, "box_x1": x1, "box_y1": y1, "flags": ";".join(flags), "error": ""}  # fmt: skip
+
+
+def box_at(box: Sequence[float], size: int, native: Size) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) at the working size -> the image's own pixels, grown outwards to whole pixels."""
+    h, w = native
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (max(0, math.floor(x0 * w / size)), max(0, math.floor(y0 * h / size)),
+            min(w, math.ceil(x1 * w / size)), min(h, math.ceil(y1 * h / size)))  # fmt: skip
+
+
+def mask_at(mask: np.ndarray, native: Size) -> np.ndarray:
+    """A {0, 1} mask at the working size brought to the image's own size: bilinear, then > 0.5 (smooth outlines)."""
+    if mask.shape == tuple(native):
+        return mask.astype(np.uint8)
+    up = cv2.resize(mask.astype(np.float32), (native[1], native[0]), interpolation=cv2.INTER_LINEAR)
+    return (up > 0.5).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """BGR uint8 picture of ``image`` (H, W) with the outline of ``mask`` drawn in green."""
+    scale = min(1.0, max_side / max(image.shape))
+    if scale < 1:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(picture, contours, -1, (0, 220, 0), max(1, round(max(image.shape) / 256)))
+    return picture
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 array."""
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_csv(path: str | Path, rows: list[dict], fields: Sequence[str]) -> None:
+    """Write ``rows`` as CSV with ``fields`` as columns (missing values empty), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n", restval="", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _chunks(paths: Sequence[Path], n: int):
+    for start in range(0, len(paths), max(1, n)):
+        yield list(paths[start : start + n])
+
+
+def _explain(pipe, batch, masks, preds, natives, names, out: Path, method: str, target: str | None) -> list[float]:
+    from .explain import explain, explanation_picture
+
+    classes = pipe.class_names
+    targets = [classes.index(target or p.label) for p in preds]
+    results = explain(pipe.classifier, batch, masks, targets, method)
+    for name, native, p, r, t in zip(names, natives, preds, results, targets):
+        share = "" if math.isnan(r["in_lung_share"]) else f", {r['in_lung_share']:.0%} of the map in the lungs"
+        caption = f"{p.label} {p.probs[p.label]:.2f}" + (f" | map of {classes[t]}" if classes[t] != p.label else "") + share
+        write_bytes(out / f"{name}.png", png(explanation_picture(native, r, pipe.size, p.mask, caption)))
+    return [r["in_lung_share"] for r in results]
