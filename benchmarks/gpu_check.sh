@@ -48,12 +48,14 @@ if [ "${SMOKE:-0}" = 1 ]; then  # tiny versions of every step: the script end to
   CLS_ARGS="--recipe demo --image-size 32 --epochs 1 --batch-size 8"
   TP_ARGS="--images 8 --epochs 1 --batch-size 4 --cls-batch-size 4 --repeats 1 --encoder resnet18 --image-size 64 --cls-arch resnet18 --cls-image-size 32 --cls-epoch-images 16 --workers 0"
   DATA_ARGS="--epochs 1 --workers 0 --batch-size 8"
+  COMPILE="--stages seg"  # eager here: compiling on a CPU takes minutes (tests/test_cuda_paths.py compiles a tiny model)
   SCALE=0  # no step limits in a rehearsal: it must run to the end
 else  # the defaults of train-seg / train-cls are the recipes under test: pass nothing that changes them
   # (SEG_ARGS / CLS_ARGS in the environment add options, e.g. CLS_ARGS="--ema-epochs 2" to try a variant)
   SEG_ARGS=${SEG_ARGS:-} CLS_ARGS=${CLS_ARGS:-}
   TP_ARGS="--images 2048 --epochs 3 --batch-size 64 --cls-batch-size 256 --cls-epoch-images 21715 --repeats 5"
   DATA_ARGS=""
+  COMPILE="--compile"
   SCALE=1
 fi
 step() { echo; echo "== $* ($(date +%T))"; }
@@ -104,7 +106,7 @@ elif [ "$PART" = 2 ]; then
   timed 25 data_throughput python3 benchmarks/data_throughput.py --data "$DATA/covidqu-infseg" --out "$RESULTS" $DATA_ARGS
   step "6. compiled speed table and profiler tables, while time is left"
   # shellcheck disable=SC2086
-  timed 45 throughput_compiled python3 benchmarks/throughput.py --data "$DATA/covidqu-infseg" --out "$RESULTS/compiled" --compile --profile $TP_ARGS
+  timed 45 throughput_compiled python3 benchmarks/throughput.py --data "$DATA/covidqu-infseg" --out "$RESULTS/compiled" --profile $COMPILE $TP_ARGS
 else
   echo "PART must be 1 or 2, not $PART"; exit 2
 fi

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import csv
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -68,3 +71,21 @@ def synthetic_cxr(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     img[mask > 0] = 60
     img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
     return img, mask
+
+
+def small_copy(src: Path, dst: Path, per_class: int) -> None:
+    """The first ``per_class`` images of each split and class of a set (and their masks, and its labels.csv)."""
+    for images in sorted(src.rglob("images")):
+        for img in sorted(p for p in images.iterdir() if p.suffix == ".png")[:per_class]:
+            for f in (img, images.parent / "lung masks" / img.name):
+                if f.is_file():
+                    (dst / f.parent.relative_to(src)).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(f, dst / f.relative_to(src))
+    kept = {str(p.relative_to(dst)) for p in dst.rglob("*.png")} | {p.name for p in dst.rglob("*.png")}
+    with open(src / "labels.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["filename"] in kept]
+        with open(dst / "labels.csv", "w", newline="") as out:
+            w = csv.DictWriter(out, fieldnames=reader.fieldnames)
+            w.writeheader()
+            w.writerows(rows)

@@ -1,4 +1,4 @@
-"""Both study scripts run end to end on a tiny SYNTHETIC configuration and write what they promise."""
+"""The study script runs end to end on a tiny SYNTHETIC configuration and writes what it promises."""
 
 from __future__ import annotations
 
@@ -7,40 +7,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from lungcls.data.phantoms import write_phantom_set
+from .conftest import small_copy
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SETS = ("ieee8023-radiologist100", "nih-cxr8", "covid19-radiography")  # masks, Non-COVID, a source to hold out
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> Path:
-    return write_phantom_set(tmp_path_factory.mktemp("bench"), per_class=12, size=64)
-
-
-def run(*args: str) -> None:
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900)
+def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
+    for name in SETS:  # ten real images per class of each set
+        small_copy(shared_data / name, tmp_path / "data" / name, per_class=10)
+    cmd = [sys.executable, str(BENCH / "masked_vs_raw.py"), *(str(tmp_path / "data" / s) for s in SETS), "--preset", "quick",
+           "--epochs", "1", "--seg-epochs", "1", "--seeds", "2", "--n-boot", "20", "--modes", "raw", "masked-gt",
+           "masked", "--hold-out", "covid19-radiography", "--device", "cpu", "--out", str(tmp_path / "study")]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_masked_vs_raw_tiny(phantoms, tmp_path):
-    run(str(BENCH / "masked_vs_raw.py"), str(phantoms), "--quick", "--epochs", "1", "--seg-epochs", "1",
-        "--n-boot", "10", "--device", "cpu", "--out", str(tmp_path / "study"))  # fmt: skip
-    results = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert set(results["per_mode"]) == {"raw", "masked-gt", "masked", "masked-cropped"}
-    assert set(results["bootstrap"]["vs_raw"]) == {"masked-gt", "masked", "masked-cropped"}
-    assert all(len(v) == 1 for v in results["mcnemar_vs_raw"].values()) and results["manifest_digest"]
-    for name in ("report.md", "curves.png", "stage1_outlines.png", "confusion_raw.png", "test_grid_masked.png"):
-        assert (tmp_path / "study" / name).is_file(), name
-    assert "| masked-cropped |" in (tmp_path / "study" / "report.md").read_text()
-
-
-def test_throughput_tiny(phantoms, tmp_path):
-    run(str(BENCH / "throughput.py"), "--data", str(phantoms), "--images", "8", "--epochs", "1", "--batch-size", "4",
-        "--cls-batch-size", "4", "--encoder", "resnet18", "--image-size", "64", "--cls-arch", "resnet18",
-        "--cls-image-size", "32", "--repeats", "1", "--workers", "0", "--device", "cpu", "--out", str(tmp_path))  # fmt: skip
-    results = json.loads((tmp_path / "throughput_cpu.json").read_text())["results"]
-    for key in ("seg_train", "seg_infer", "cls_train", "cls_infer", "pipeline_predict"):
-        assert results[f"{key}_lungcls"]["img_s"] > 0 and results[f"{key}_naive"]["img_s"] > 0, key
-    assert "whole Pipeline.predict" in (tmp_path / "throughput_cpu.md").read_text()
+    r = json.loads((tmp_path / "study" / "results.json").read_text())
+    main = r["main"]
+    assert set(main["modes"]) == {"raw", "masked-gt", "masked"}
+    for m in main["modes"].values():
+        assert m["resampled"] == "patient" and len(m["seed_accuracies"]) == 2  # patients resampled, two seeds
+        assert m["between_seeds"]["n"] == 2 and len(m["accuracy_both_ci"]) == 2 and 0 <= m["ece_after"] <= 1
+    tests = [t for v in main["vs_raw"].values() for t in v["mcnemar"]]
+    assert len(tests) == 4 and all(t["p_holm"] >= t["p_value"] for t in tests)  # Holm over every (mode, seed)
+    assert main["vs_raw"]["masked-gt"]["n_images"] <= main["modes"]["raw"]["n_test"]  # masked-gt: masked images only
+    assert main["gradcam_in_lung_share"]["masked"]["seeds"] == 2
+    assert set(r["external"]["covid19-radiography"]["modes"]) == {"raw", "masked"}
+    probe = r["shortcut_probe"]
+    assert probe["sources"] == sorted(SETS) and set(probe["modes"]) == {"raw", "masked", "masked-cropped"}
+    text = (tmp_path / "study" / "report.md").read_text()
+    for part in ("External validation", "Shortcut probe", "ECE before", "can and cannot support", "two-level"):
+        assert part in text, part
+    assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "reliability_raw.png").is_file()
