@@ -73,6 +73,10 @@ def _folder_section(folder: Path, top: bool) -> str:
     if card.is_file():
         warnings = [line.strip("> ").strip("*") for line in card.read_text().splitlines() if "WARNING" in line]
         parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings]
+    elif config.get("kind") in ("segmenter", "classifier"):
+        from .model_card import warnings_for
+
+        parts += [f"<p class='warn'>WARNING: {html.escape(w)}.</p>" for w in warnings_for(config, config["kind"])]
     if config:
         parts.append(_config_summary(config))
     if (folder / "report.md").is_file():

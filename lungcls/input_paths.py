@@ -67,13 +67,3 @@ def _from_folder(folder: Path, out: InputPaths) -> list[Path]:
             what = f"suffix {f.suffix!r}" if f.suffix else "no suffix and no DICOM marker"
             out.skipped.append({"path": str(f), "reason": f"not an image file lungcls reads ({what})"})
     return found
-
-
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output names for ``paths``: each file's stem, with ``_2``, ``_3``... where stems repeat."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        names.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
-    return names

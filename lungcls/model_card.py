@@ -18,7 +18,7 @@ LIMITS = [
     "- Frontal (PA/AP) adult chest X-rays only. Lateral views, children, images with heavy devices and lines,",
     "  and lungs hidden by heavy consolidation are known failure modes of lung segmentation; the mask-quality",
     "  flags (`no-lung`, `implausible-lung-area`, `one-lung-field`, `lung-fields-joined`,",
-    "  `lung-fields-misaligned`) mark many such images, not all.",
+    "  `lung-fields-misaligned`, `uncertain-lungs`) mark many such images, not all.",
     "- Labels of public CXR sets are noisy and class is often confounded with the source hospital or scanner:",
     "  accuracy on such data can reflect shortcuts rather than disease. Check per-source results and external",
     "  (leave-one-source-out) validation before reading anything into the numbers.",
@@ -82,9 +82,10 @@ def classifier_lines(info: dict) -> list[str]:
                       f"[{ci.get('accuracy', [math.nan] * 2)[0]:.3f}, {ci.get('accuracy', [math.nan] * 2)[1]:.3f}], macro F1 "
                       f"{e['macro_f1']:.3f} [{ci.get('macro_f1', [math.nan] * 2)[0]:.3f}, {ci.get('macro_f1', [math.nan] * 2)[1]:.3f}] "
                       f"(95% bootstrap over {ci.get('unit', 'image')}s)", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]  # fmt: skip
-        for c, m in e.get("per_class", {}).items():
-            lines.append(f"| {c} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |")
+                  "| class | precision | recall | F1 [95% CI] | support |", "|---|---|---|---|---|"]  # fmt: skip
+        cis = ci.get("per_class_f1") or [[math.nan, math.nan]] * len(e.get("per_class", {}))
+        for (c, m), (lo, hi) in zip(e.get("per_class", {}).items(), cis):
+            lines.append(f"| {c} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} [{lo:.2f}, {hi:.2f}] | {m['support']} |")
         if e.get("ece_before") is not None:
             lines += ["", f"Calibration: temperature {e.get('temperature', 1.0):.2f} fitted on Val; expected calibration "
                           f"error {e['ece_before']:.3f} before, {e['ece_after']:.3f} after."]  # fmt: skip

@@ -146,9 +146,9 @@ class Pipeline:
         data: Sequence[str | Path],
         out: str | Path,
         mode: str = "masked",
-        segmenter: SegmenterConfig | None = None,
+        seg_config: SegmenterConfig | None = None,
         seg_train: TrainConfig | None = None,
-        classifier: ClassifierConfig | None = None,
+        cls_config: ClassifierConfig | None = None,
         cls_train: TrainConfig | None = None,
         progress: bool = True,
         overwrite: bool = False,
@@ -157,8 +157,9 @@ class Pipeline:
         """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
 
         Writes ``out/cache`` (the packed data, split once for both stages when the data has no split),
-        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The returned
-        pipeline holds the trained models and their evaluation reports (:attr:`reports`).
+        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The configs default to
+        the ``default`` recipes of :mod:`lungcls.recipes`. The returned pipeline holds the trained models
+        and their evaluation reports (:attr:`reports`).
         """
         import dataclasses
 
@@ -167,8 +168,8 @@ class Pipeline:
         from .seg.train import train_segmenter
 
         out = Path(out)
-        cls_model = dataclasses.replace(classifier or classifier_recipe("default")[0], mode=mode)
-        seg_run = train_segmenter(data, out / "segmenter", segmenter, seg_train, cache_dir=out / "cache",
+        cls_model = dataclasses.replace(cls_config or classifier_recipe("default")[0], mode=mode)
+        seg_run = train_segmenter(data, out / "segmenter", seg_config, seg_train, cache_dir=out / "cache",
                                   progress=progress, overwrite=overwrite, strict=strict)  # fmt: skip
         cls_run = train_classifier([out / "cache"], out / "classifier", cls_model, cls_train,
                                    segmenter=seg_run.model if mode != "raw" else None, progress=progress,

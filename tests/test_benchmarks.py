@@ -17,7 +17,7 @@ def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
     for name in SETS:  # ten real images per class of each set
         small_copy(shared_data / name, tmp_path / "data" / name, per_class=10)
     cmd = [sys.executable, str(BENCH / "masked_vs_raw.py"), *(str(tmp_path / "data" / s) for s in SETS), "--preset", "quick",
-           "--epochs", "1", "--seg-epochs", "1", "--seeds", "2", "--n-boot", "20", "--modes", "raw", "masked-gt",
+           "--epochs", "1", "--seg-epochs", "1", "--seeds", "2", "--working-size", "64", "--image-size", "32", "--n-boot", "20", "--modes", "raw", "masked-gt",
            "masked", "--hold-out", "covid19-radiography", "--device", "cpu", "--out", str(tmp_path / "study")]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

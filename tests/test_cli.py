@@ -89,3 +89,19 @@ def test_help_reads_like_a_normal_click_cli():
 def test_verbosity_flags_work_after_the_command_too(tmp_path, radiologist100):
     quiet = runner.invoke(app, ["data", "inspect", str(radiologist100), "-q", "--workers", "0"])
     assert quiet.exit_code == 0 and "100 images" in quiet.output and "inspecting" not in quiet.output
+
+
+def test_in_a_log_file_each_epoch_line_ends_at_100_percent(tmp_path):
+    import subprocess
+    import sys
+
+    from lungcls.data.phantoms import write_phantom_set
+
+    data = write_phantom_set(tmp_path, per_class=6, size=64)
+    cmd = [sys.executable, "-m", "lungcls", "train-seg", str(data), "--out", str(tmp_path / "run"), "--recipe", "demo",
+           "--encoder-depth", "3", "--decoder-channels", "8,8,8", "--image-size", "32", "--epochs", "2",
+           "--batch-size", "4", "--cpu"]  # fmt: skip
+    log = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stderr  # stderr is a pipe: a log file
+    lines = [line for line in log.replace("\r", "\n").splitlines() if line.startswith("epoch 2/2")]
+    assert lines and "100%" in lines[-1], log[-2000:]
+    assert "epoch 2  train_loss" in log  # the per-epoch summary line

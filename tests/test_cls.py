@@ -252,3 +252,34 @@ def test_imagenet_style_weights_file_is_loaded_and_its_stem_summed(tmp_path):
     assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
     with pytest.raises(CheckpointError, match="no such weights file"):
         build_classifier(ClassifierConfig(arch="resnet18"), weights=tmp_path / "missing.safetensors")
+
+
+def test_any_class_set_flows_through_training_reports_and_csvs(tmp_path):
+    """A Tuberculosis / Normal data set trains a two-class classifier; reports and CSVs follow its classes."""
+    import csv
+
+    from lungcls.data.phantoms import write_phantom_set
+
+    data = write_phantom_set(tmp_path / "raw", per_class=10, size=64)
+    images = data / "Lung Segmentation Data" / "All"
+    shutil.rmtree(images / "Non-COVID")
+    (images / "COVID-19").rename(images / "Tuberculosis")
+    (data / "labels.csv").unlink()
+    result = CliRunner().invoke(app, ["train-cls", str(data), "--out", str(tmp_path / "run"), "--recipe", "demo",
+                                      "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--cpu", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| Tuberculosis |" in result.output and "| COVID-19 |" not in result.output
+    out = tmp_path / "tb.csv"
+    scan = next((images / "Tuberculosis" / "images").iterdir())
+    assert CliRunner().invoke(app, ["classify", str(scan), "--model", str(tmp_path / "run"), "--out", str(out),
+                                    "--cpu"]).exit_code == 0  # fmt: skip
+    with open(out, newline="") as f:
+        row = next(csv.DictReader(f))
+    assert {"p_Normal", "p_Tuberculosis"} <= set(row) and "p_COVID-19" not in row
+    assert row["predicted"] in ("Normal", "Tuberculosis")
+
+
+def test_a_table_by_source_names_an_unnamed_source():
+    labels = torch.tensor([0, 1, 2])
+    report = classification_report(torch.eye(3), labels, ["COVID-19", "Non-COVID", "Normal"], sources=["", "", ""], n_boot=5)
+    assert "| (unnamed) | 3 | 1.000 |" in report.markdown()

@@ -65,7 +65,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
 
     def cmd(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lungcls",
-                "train-cls", str(cache), "--arch", "resnet18", "--image-size", "32", "--epochs", "6", "--batch-size",
+                "train-cls", str(cache), "--arch", "resnet18", "--image-size", "32", "--epochs", "4", "--batch-size",
                 "4", "--device", "cpu", "--seed", "5", "--out", str(out), *extra]  # fmt: skip
 
     subprocess.run(cmd(tmp_path / "whole"), check=True, capture_output=True, timeout=600)
@@ -78,7 +78,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
     proc.wait()
-    assert json.loads(last.read_text())["epoch"] < 5  # cut before the end
+    assert json.loads(last.read_text())["epoch"] < 3  # cut before the end
     subprocess.run(cmd(tmp_path / "cut", "--resume"), check=True, capture_output=True, timeout=600)
     whole, resumed = (
         load_file(tmp_path / "whole" / "last.safetensors"),
@@ -86,4 +86,4 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
     )
     assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-6) for k in whole if k.startswith("model."))
     state = json.loads(last.read_text())
-    assert state["epoch"] == 5 and state["world_size"] == 2 and state["weights_agree"] is True
+    assert state["epoch"] == 3 and state["world_size"] == 2 and state["weights_agree"] is True

@@ -31,7 +31,7 @@ class Batches:
 class Regression:
     """A Task: fit y = x @ w with a linear layer; ``poison`` makes the loss NaN from that step on."""
 
-    metric, mode = "loss", "min"
+    metric, goal = "loss", "min"
 
     def __init__(self, poison_at: int | None = None) -> None:
         self.model, self.device, self.poison_at, self.steps = torch.nn.Linear(4, 1), torch.device("cpu"), poison_at, 0

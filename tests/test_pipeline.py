@@ -216,3 +216,14 @@ def test_onnx_export_matches_pytorch(masked_run, tmp_path):
             expected = module(x).numpy()
         got = session.run(None, {"images": x.numpy()})[0]
         assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4, name
+
+
+def test_lungcls_train_is_the_comfortable_one_command_path(tmp_path):
+    data = write_phantom_set(tmp_path / "data", per_class=8, size=64)
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--recipe", "demo",
+                                      "--epochs", "1", "--seg-epochs", "1", "--image-size", "32", "--seg-image-size",
+                                      "32", "--batch-size", "8", "--arch", "resnet18", "--cpu", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for part in ("== stage 1: lung U-Net", "== then stage 2: resnet18", "classifier test", "| weighted avg |"):
+        assert part in result.output, part
+    assert Pipeline.load(tmp_path / "run" / "bundle", device="cpu").mode == "masked"

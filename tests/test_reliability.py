@@ -51,7 +51,7 @@ def test_same_seed_gives_identical_metrics_and_weights(cache, tmp_path):
 
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(cache, tmp_path):
     cmd = [sys.executable, "-m", "lungcls", "train-seg", str(cache), "--encoder", "resnet18", "--encoder-depth", "3",
-           "--image-size", "64", "--epochs", "3", "--batch-size", "4", "--device", "cpu", "--seed", "3"]  # fmt: skip
+           "--image-size", "64", "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--seed", "3"]  # fmt: skip
     subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
     proc = subprocess.Popen(
         [*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -137,6 +137,8 @@ Resume = Annotated[bool, _opt("Continue the interrupted run in OUT with its save
 Overwrite = Annotated[bool, _opt("Replace the run in OUT (its files only; other files stay).", "", "--overwrite")]
 Strict = Annotated[bool, _opt("Refuse data leaks (a patient or picture in two splits, test images a model saw) "
                               "instead of warning.", "", "--strict")]  # fmt: skip
+TensorBoard = Annotated[bool, _opt("Also log to OUT/tensorboard (scalars per epoch, sample images with masks); "
+                                   "needs: pip install 'lungcls[tensorboard]'.", "", "--tensorboard")]  # fmt: skip
 Force = Annotated[bool, _opt("Allow --out inside an input folder, or replace an existing output file.", "", "--force")]
 Workers = Annotated[Optional[int], _opt("Decoding processes (default: all CPU cores).", "N")]
 InferenceBatch = Annotated[Optional[int], _opt("Images per forward pass (default: 64-256 on a GPU, 8 on CPU).", "N",

@@ -30,6 +30,7 @@ from .app import (
     Resume,
     Seed,
     Strict,
+    TensorBoard,
     TrainData,
     Verbose,
     _opt,
@@ -85,6 +86,7 @@ def train_cls(
     resume: Resume = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
+    tensorboard: TensorBoard = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -111,7 +113,7 @@ def train_cls(
         run = train_classifier(
             data, out, model, train, segmenter=seg_model, weights="imagenet" if pretrained else weights,
             classes=[c.strip() for c in classes.split(",")] if classes else None, hold_out=hold_out, cache_dir=cache,
-            resume=resume, overwrite=overwrite, strict=strict, progress=not quiet,
+            resume=resume, overwrite=overwrite, strict=strict, progress=not quiet, tensorboard=tensorboard,
         )  # fmt: skip
     typer.echo(f"best val macro F1 {run.fit.best_metric:.4f} at epoch {run.fit.best_epoch}; run written to {out}")
     final = run.reports.get("test") or run.reports.get("val")

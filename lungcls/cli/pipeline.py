@@ -100,9 +100,8 @@ def train(
     command_output(verbose, quiet)
     refuse_out_inside_inputs(out, data, force=False)
     dev = device_of(device, cpu)
-    seg_recipe = "cpu" if recipe.value == "cpu" else recipe.value
     with library_errors(f"Stage runs that finished are in {out}; rerun the stages with train-seg / train-cls --resume."):
-        seg, seg_train = segmenter_recipe(seg_recipe, image_size=seg_image_size, epochs=seg_epochs, seed=seed, device=dev)
+        seg, seg_train = segmenter_recipe(recipe.value, image_size=seg_image_size, epochs=seg_epochs, seed=seed, device=dev)
         clf, cls_train = classifier_recipe(recipe.value, mode=mode.value, arch=arch, image_size=image_size, epochs=epochs,
                                            batch_size=batch_size, seed=seed, device=dev)  # fmt: skip
         typer.secho(f"== stage 1: lung U-Net ({seg.encoder_name}, {seg.image_size} px, {seg_train.epochs} epochs)", bold=True)

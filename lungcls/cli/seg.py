@@ -30,6 +30,7 @@ from .app import (
     Seed,
     SegRecipe,
     Strict,
+    TensorBoard,
     TrainData,
     Verbose,
     _opt,
@@ -71,6 +72,7 @@ def train_seg(
     resume: Resume = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
+    tensorboard: TensorBoard = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -89,7 +91,7 @@ def train_seg(
             deterministic=deterministic or None, placement=placement.value if placement else None,
         )  # fmt: skip
         run = train_segmenter(data, out, model, train, cache_dir=cache, encoder_weights=encoder_weights,
-                              resume=resume, overwrite=overwrite, strict=strict, progress=not quiet)  # fmt: skip
+                              resume=resume, overwrite=overwrite, strict=strict, progress=not quiet, tensorboard=tensorboard)  # fmt: skip
     typer.echo(f"best val Dice {run.fit.best_metric:.4f} at epoch {run.fit.best_epoch}; run written to {out}")
     for name, report in run.reports.items():
         typer.echo(f"\n{name}:\n{report.markdown()}")

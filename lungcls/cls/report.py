@@ -122,14 +122,16 @@ def bootstrap_ci(
 ) -> dict:  # fmt: skip
     """95% percentile-bootstrap intervals of accuracy and macro F1, resampling patients where ``groups``
     gives ids (see :func:`lungcls.stats.bootstrap_indices`), else images."""
-    acc, f1 = [], []
+    acc, f1, per = [], [], []
     draws, unit = bootstrap_indices(len(labels), n_boot, seed, groups)
     for idx in draws:
         p, y = preds[torch.from_numpy(idx)], labels[torch.from_numpy(idx)]
         acc.append(float((p == y).float().mean()))
-        f1.append(multiclass_f1_score(p, y, num_classes=k, average="macro").item())
-    pct = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [math.nan, math.nan]  # noqa: E731
-    return {"accuracy": pct(acc), "macro_f1": pct(f1), "n_boot": n_boot, "unit": unit}
+        per.append(multiclass_f1_score(p, y, num_classes=k, average=None).tolist())
+        f1.append(float(np.mean(per[-1])))
+    pct = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [math.nan, math.nan]  # noqa: E731
+    per_class = [pct([d[c] for d in per]) for c in range(k)]
+    return {"accuracy": pct(acc), "macro_f1": pct(f1), "per_class_f1": per_class, "n_boot": n_boot, "unit": unit}
 
 
 def format_markdown(report: ClassificationReport, title: str = "") -> str:

@@ -23,7 +23,7 @@ class ClassificationTask:
     Grad-CAM, export) goes through :meth:`prepare` and :meth:`normalize`.
     """
 
-    metric, mode = "macro_f1", "max"
+    metric, goal = "macro_f1", "max"  # the validation metric that picks the best epoch, and which way is better
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from .task import ClassificationTask
 log = logging.getLogger(__name__)
 
 SegmenterLike = Segmenter | str | Path
+MIN_CALIBRATION = 30  # Val images needed to fit a temperature (fewer: it stays 1)
 
 
 def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
@@ -50,7 +51,7 @@ def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
 def train_classifier(
     data: Sequence[str | Path],
     out: str | Path,
-    model: ClassifierConfig | None = None,
+    config: ClassifierConfig | None = None,
     train: TrainConfig | None = None,
     *,
     segmenter: SegmenterLike | None = None,
@@ -63,11 +64,12 @@ def train_classifier(
     progress: bool = True,
     on_epoch_end=None,
     strict: bool = False,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train the classifier on ``data`` in ``model.mode``, calibrate it on Val, and evaluate it on Val and Test.
 
     Args:
-        model, train: default :func:`lungcls.recipes.classifier_recipe` ``("default")`` (what ``lungcls
+        config, train: default :func:`lungcls.recipes.classifier_recipe` ``("default")`` (what ``lungcls
             train-cls`` trains with no options).
         segmenter: the stage-1 model whose masks feed the masked/cropped modes (a :class:`Segmenter`, a
             run folder, a bundle or a built-in name; default the built-in segmenter). ``model.mask_source
@@ -79,12 +81,14 @@ def train_classifier(
         resume: continue an interrupted run in ``out``; ``overwrite``: replace the run in ``out``.
         strict: refuse data leaks (a patient or picture in two splits; Val/Test images the segmenter saw)
             instead of warning.
+        tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
 
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
     """
     out = Path(out)
     saved = start_run(out, "classifier", resume, overwrite)
+    model = config  # the model's config: the architecture, and for stage 2 its inputs
     if saved is not None:
         model, train = from_dict(ClassifierConfig, saved["model"], "model."), from_dict(TrainConfig, saved["train"], "train.")
         segmenter = segmenter or _saved_segmenter(saved, out)
@@ -141,13 +145,18 @@ def train_classifier(
         write_json(out / "images.json", images_record(cache, rows))
         if made is not None:
             cache.manifest.write_csv(out / "split.csv")
+    if tensorboard and ranks.main:
+        on_epoch_end = _with_tensorboard(out, cache, rows["Train"], masks, on_epoch_end)
     result = fit(task, loader("Train", True), loader("Val", False), train, out, run_config, resume, progress,
                  on_epoch_end, ranks)  # fmt: skip
     if not ranks.main:  # rank 0 calibrates, evaluates and writes the reports
         return TrainResult(out, result, None, split=made)
     classifier = Classifier.load(out, device=device)
     val = _predict(classifier, loader("Val", False))
-    temperature = fit_temperature(val["logits"], val["labels"])
+    temperature = fit_temperature(val["logits"], val["labels"]) if len(val["labels"]) >= MIN_CALIBRATION else 1.0
+    if len(val["labels"]) < MIN_CALIBRATION:
+        log.warning("only %d Val images: too few to fit a calibration temperature, the probabilities stay "
+                    "uncalibrated (temperature 1)", len(val["labels"]))  # fmt: skip
     run_config = read_json(out / "config.json")  # as fit left it, with the best epoch's metrics
     run_config["model"]["temperature"] = temperature
     write_json(out / "config.json", run_config)
@@ -290,9 +299,26 @@ def _labels(cache: PackedCache, names: list[str], rows: dict[str, np.ndarray], h
 
 
 def _masks(seg: Segmenter, cache: PackedCache, progress: bool) -> np.ndarray:
-    """Stage-1 masks for every cache row, through the one inference path: uint8 (N, H, W) in {0, 1}."""
+    """Stage-1 masks for every cache row, through the one inference path: uint8 (N, H, W) in {0, 1}.
+
+    Predicted once per segmenter (weights and post-processing) and cache: kept beside the cache's data as
+    ``predicted-<key>.u8`` and memory-mapped by every later run with the same segmenter.
+    """
+    import hashlib
+    import json
+
+    from ..atomic import write_bytes
+
+    weights = seg.info.get("source", {}).get("sha256")
+    key = hashlib.sha256(f"{weights}{json.dumps(vars(seg.post), sort_keys=True)}".encode()).hexdigest()[:16]
+    stored = cache.path / cache.meta["data_dir"] / f"predicted-{key}.u8"
+    if weights and stored.is_file() and stored.stat().st_size == cache.images.size:
+        return np.memmap(stored, np.uint8, "r", shape=cache.images.shape)
     masks, _ = seg.masks(cache.images[:, None], progress=progress)
-    return masks[:, 0].cpu().numpy()
+    masks = masks[:, 0].cpu().numpy()
+    if weights:
+        write_bytes(stored, masks.tobytes())
+    return masks
 
 
 def _predict(classifier: Classifier, loader: CacheLoader) -> dict[str, torch.Tensor]:
@@ -316,3 +342,20 @@ def _report(classifier: Classifier, cache: PackedCache, p: dict[str, torch.Tenso
         for i, src, pat, y, pr, e in zip(idx, sources, patients, p["labels"], probs, p["empty"])
     ]  # fmt: skip
     return report
+
+
+def _with_tensorboard(out: Path, cache: PackedCache, rows: np.ndarray, masks: np.ndarray | None, then):
+    """``then`` (if any) after logging the epoch to ``out/tensorboard``, with 8 training images and their masks."""
+    from ..tensorboard import TensorBoardLogger
+
+    pick = rows[:: max(1, len(rows) // 8)][:8]
+    images = torch.from_numpy(np.asarray(cache.images[pick]))[:, None]
+    source = masks if masks is not None else cache.masks
+    logger = TensorBoardLogger(out / "tensorboard", images, torch.from_numpy(np.asarray(source[pick]))[:, None])
+
+    def callback(epoch: int, record: dict) -> None:
+        logger(epoch, record)
+        if then is not None:
+            then(epoch, record)
+
+    return callback

@@ -44,7 +44,7 @@ class Task(Protocol):
     model: torch.nn.Module
     device: torch.device
     metric: str  # name of the validation metric that picks the best checkpoint
-    mode: str  # "max" or "min"
+    goal: str  # "max" or "min": which way the metric is better
 
     def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor: ...
 
@@ -156,7 +156,7 @@ def _fit(
     task.model = model = wrap(model, ranks, device)
     if ranks.main:
         write_json(run_dir / "config.json", run_config)
-    better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
+    better = (lambda a, b: a > b) if task.goal == "max" else (lambda a, b: a < b)
     last_save = _Throttle()
     for epoch in range(start, cfg.epochs):
         record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress, ema)
@@ -164,7 +164,7 @@ def _fit(
         if val is not None:
             record.update(_validate(task, val, cfg, ema))
         result.history.append(record)
-        score = record.get(f"val_{task.metric}", -record["train_loss"] if task.mode == "max" else record["train_loss"])
+        score = record.get(f"val_{task.metric}", -record["train_loss"] if task.goal == "max" else record["train_loss"])
         if result.best_epoch < 0 or better(score, result.best_metric):
             result.best_epoch, result.best_metric, bad_epochs = epoch + 1, float(score), 0
             run_config["metrics"] = {

@@ -90,3 +90,13 @@ def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
         raise ConfigError("encoder_weights", f"{path}: does not fit the {type(encoder).__name__} encoder "
                           f"({len(fitting)} of {len(own)} tensors match)")  # fmt: skip
     torch.nn.Module.load_state_dict(encoder, fitting, strict=False)
+
+
+def smp_config(cfg: SegmenterConfig) -> dict:
+    """The keys ``segmentation_models_pytorch.from_pretrained`` reads from ``config.json``: stage-1 runs and
+    bundles carry them beside lungcls's own (which smp ignores), so smp can load them too. A U-Net with
+    fewer than 5 encoder stages stores no weights for the stages it does not use: load it with
+    ``strict=False`` (those stages keep smp's initial values and are never run)."""
+    return {"_model_class": "Unet", "encoder_name": cfg.encoder_name, "encoder_depth": cfg.encoder_depth,
+            "encoder_weights": None, "decoder_channels": list(cfg.decoder_channels or []),
+            "in_channels": cfg.in_channels, "classes": cfg.classes}  # fmt: skip

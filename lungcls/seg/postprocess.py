@@ -21,7 +21,8 @@ FLAG_TOO_LARGE = "implausible-lung-area"
 FLAG_ONE_LUNG = "one-lung-field"
 FLAG_JOINED = "lung-fields-joined"
 FLAG_MISALIGNED = "lung-fields-misaligned"
-FLAGS = (FLAG_NO_LUNG, FLAG_TOO_LARGE, FLAG_ONE_LUNG, FLAG_JOINED, FLAG_MISALIGNED)
+FLAG_UNCERTAIN = "uncertain-lungs"
+FLAGS = (FLAG_NO_LUNG, FLAG_TOO_LARGE, FLAG_ONE_LUNG, FLAG_JOINED, FLAG_MISALIGNED, FLAG_UNCERTAIN)
 
 
 def postprocess(probs: torch.Tensor, cfg: PostprocessConfig | None = None) -> tuple[torch.Tensor, list[list[str]]]:
@@ -40,7 +41,7 @@ def postprocess(probs: torch.Tensor, cfg: PostprocessConfig | None = None) -> tu
         masks = torch.from_numpy(np.stack(done))[:, None].to(probs.device)
     else:
         masks = torch.zeros(probs.shape, dtype=torch.uint8, device=probs.device)
-    return masks, mask_flags(masks, cfg)
+    return masks, mask_flags(masks, cfg, probs)
 
 
 def postprocess_cpu(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
@@ -69,16 +70,19 @@ def postprocess_device(probs: torch.Tensor, cfg: PostprocessConfig) -> torch.Ten
     return mask.to(torch.uint8)
 
 
-def mask_flags(masks: torch.Tensor, cfg: PostprocessConfig | None = None) -> list[list[str]]:
-    """What looks wrong with each lung mask, from its row and column profiles (cheap, on any device).
+def mask_flags(
+    masks: torch.Tensor, cfg: PostprocessConfig | None = None, probs: torch.Tensor | None = None
+) -> list[list[str]]:
+    """What looks wrong with each lung mask, from its row and column profiles (cheap, on any device), and,
+    with the probabilities, from how sure the segmenter was.
 
     Args:
-        masks: (N, 1, H, W), nonzero is lung.
+        masks: (N, 1, H, W), nonzero is lung; probs: float (N, 1, H, W) in [0, 1] the masks came from.
 
     Returns:
         Per image a list of :data:`FLAGS` (empty when the mask looks like two lungs): ``no-lung`` alone
         when there is (almost) no lung; otherwise any of ``implausible-lung-area``, ``one-lung-field``,
-        ``lung-fields-joined``, ``lung-fields-misaligned`` (see :class:`PostprocessConfig`).
+        ``lung-fields-joined``, ``lung-fields-misaligned``, ``uncertain-lungs`` (see :class:`PostprocessConfig`).
     """
     cfg = cfg or PostprocessConfig()
     m = (masks[:, 0] != 0).float()
@@ -94,11 +98,19 @@ def mask_flags(masks: torch.Tensor, cfg: PostprocessConfig | None = None) -> lis
     rows = torch.arange(h, device=m.device, dtype=m.dtype)[None, :, None]
     centre_y = torch.stack([(m[:, :, : w // 2] * rows).sum(dim=(1, 2)), (m[:, :, w // 2 :] * rows).sum(dim=(1, 2))], 1)
     offset = (centre_y / halves.clamp_min(1)).diff(dim=1)[:, 0].abs() / h
+    uncertain = torch.zeros_like(fraction, dtype=torch.bool)
+    if probs is not None:
+        p = probs[:, 0].float()
+        area = m.sum(dim=(1, 2)).clamp_min(1)
+        hesitant = ((p > 0.2) & (p < 0.8)).float().sum(dim=(1, 2)) / area
+        confidence = (p * m).sum(dim=(1, 2)) / area
+        uncertain = (hesitant > cfg.max_uncertain_share) | (confidence < cfg.min_mean_confidence)
     checks = torch.stack([
         fraction > cfg.max_lung_fraction,
         side_ratio < cfg.min_side_ratio,
         midline_share > cfg.max_midline_share,
         (offset > cfg.max_centre_offset) & (side_ratio >= cfg.min_side_ratio),
+        uncertain,
     ], 1).tolist()  # fmt: skip
     out = []
     for f, row in zip(fraction.tolist(), checks):

@@ -76,11 +76,16 @@ class Segmenter:
         from .. import builtin
         from ..runs import read_model
 
+        from ..models.unet import smp_config
+
         files = read_model(spec or builtin.DEFAULT, "segmenter")
         cfg = from_dict(SegmenterConfig, files.config["model"], "model.")
+        smp_keys = smp_config(cfg)
         post = from_dict(PostprocessConfig, files.config.get("postprocess", {}), "postprocess.")
         model = load_state(build_segmenter(cfg), files.weights, files.name)
         info = {k: v for k, v in files.config.items() if k not in ("model", "postprocess")}
+        for key in smp_keys:  # smp's copy of the architecture is written again from cfg on saving
+            info.pop(key, None)
         info["source"] = {"origin": files.origin, "name": files.name, "sha256": files.sha256}
         obj = cls(model, cfg, post, device, info=info, **kwargs)
         obj.images = files.images
@@ -90,8 +95,11 @@ class Segmenter:
         """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256."""
         from ..runs import write_model
 
+        from ..models.unet import smp_config
+
         config = {"kind": "segmenter", "model": to_dict(self.cfg), "postprocess": to_dict(self.post),
-                  **{k: v for k, v in self.info.items() if k not in ("kind", "source")}}  # fmt: skip
+                  **{k: v for k, v in self.info.items() if k not in ("kind", "source") and not k.startswith("_")},
+                  **smp_config(self.cfg)}  # fmt: skip
         return write_model(folder, config, self.model.state_dict(), self.images)
 
     @property

@@ -20,7 +20,7 @@ class SegmentationTask:
     through :meth:`inputs` (or :meth:`prepare` + :meth:`normalize` where augmentation sits between).
     """
 
-    metric, mode = "dice", "max"
+    metric, goal = "dice", "max"  # the validation metric that picks the best epoch, and which way is better
 
     def __init__(
         self,

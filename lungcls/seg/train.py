@@ -17,6 +17,7 @@ from ..engine.trainer import fit, seed_everything
 from ..errors import DataError
 from ..model_card import segmenter_summary
 from ..models import build_segmenter
+from ..models.unet import smp_config
 from ..reader import DEFAULT_SIZE
 from ..recipes import segmenter_recipe
 from ..runinfo import environment
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def train_segmenter(
     data: Sequence[str | Path],
     out: str | Path,
-    model: SegmenterConfig | None = None,
+    config: SegmenterConfig | None = None,
     train: TrainConfig | None = None,
     post: PostprocessConfig | None = None,
     *,
@@ -42,6 +43,7 @@ def train_segmenter(
     progress: bool = True,
     on_epoch_end=None,
     strict: bool = False,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train a lung U-Net on the images of ``data`` that have lung masks, then evaluate it on Val and Test.
 
@@ -49,14 +51,16 @@ def train_segmenter(
         data: dataset roots, CSV manifests (e.g. a split from ``lungcls data split``), or one packed cache.
         out: the run folder (``config.json``, ``model.safetensors``, ``images.json``, history, ``last.*``,
             ``eval_seg_*``); refused when it holds a run, unless ``resume`` or ``overwrite``.
-        model, train: default :func:`lungcls.recipes.segmenter_recipe` ``("default")``.
+        config, train: default :func:`lungcls.recipes.segmenter_recipe` ``("default")``.
         cache_dir: where to cache ``data`` (default ``out/cache``); images are cached at 256 px (or the
             model's size if larger) and resized to the model's size on the device.
         encoder_weights: start the encoder from ``"imagenet"`` (smp's local cache) or a weights file.
         resume: continue an interrupted run in ``out`` with its saved configuration.
+        tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
     """
     out = Path(out)
     saved = start_run(out, "segmenter", resume, overwrite)
+    model = config  # the model's config: the architecture, and for stage 2 its inputs
     if saved is not None:
         model, train = from_dict(SegmenterConfig, saved["model"], "model."), from_dict(TrainConfig, saved["train"], "train.")
         post = from_dict(PostprocessConfig, saved["postprocess"], "postprocess.")
@@ -88,10 +92,12 @@ def train_segmenter(
         CacheLoader(cache, rows["Val"], train.batch_size, device, seed=train.seed, placement=train.placement),
     ]  # fmt: skip
     run_config = {"kind": "segmenter", "model": to_dict(model), "postprocess": to_dict(post), "train": to_dict(train),
-                  "data": data_record(data, cache, rows), "environment": environment()}  # fmt: skip
+                  "data": data_record(data, cache, rows), "environment": environment(), **smp_config(model)}  # fmt: skip
     if ranks.main:
         _record(out, cache, rows, made)
     log.info("training on %d images, validating on %d, device %s", len(rows["Train"]), len(rows["Val"]), device)
+    if tensorboard and ranks.main:
+        on_epoch_end = _with_tensorboard(out, cache, rows["Train"], task, on_epoch_end)
     result = fit(task, loaders[0], loaders[1], train, out, run_config, resume=resume, progress=progress,
                  on_epoch_end=on_epoch_end, ranks=ranks)  # fmt: skip
     segmenter = Segmenter.load(out, device=device)
@@ -123,3 +129,28 @@ def _with_provenance(model: SegmenterConfig, weights: str | Path) -> SegmenterCo
     from ..models.resnet import describe_weights
 
     return dataclasses.replace(model, encoder_weights=describe_weights(weights))
+
+
+def _with_tensorboard(out: Path, cache, rows, task: SegmentationTask, then):
+    """``then`` (if any) after logging the epoch to ``out/tensorboard`` with predictions on 8 training images."""
+    import numpy as np
+    import torch
+
+    from ..tensorboard import TensorBoardLogger
+
+    pick = rows[:: max(1, len(rows) // 8)][:8]
+    images = torch.from_numpy(np.asarray(cache.images[pick]))[:, None]
+    masks = torch.from_numpy(np.asarray(cache.masks[pick]))[:, None]
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        p = task.logits(task.inputs(x))
+        return torch.nn.functional.interpolate((p > 0).float(), size=x.shape[-2:], mode="nearest")
+
+    logger = TensorBoardLogger(out / "tensorboard", images, masks, predict)
+
+    def callback(epoch: int, record: dict) -> None:
+        logger(epoch, record)
+        if then is not None:
+            then(epoch, record)
+
+    return callback
