@@ -45,8 +45,8 @@ def run_demo(
     synthetic = data is None
     if synthetic:
         data = [write_phantom_set(out / "data", per_class=per_class, size=128, seed=seed)]
-    seg_model, seg_train = segmenter_recipe("demo", device=device, seed=seed)
-    seg = train_segmenter(data, out / "segmenter", seg_model, seg_train, cache_dir=out / "cache", progress=progress,
+    seg_config, seg_train = segmenter_recipe("demo", device=device, seed=seed)
+    seg = train_segmenter(data, out / "segmenter", seg_config, seg_train, cache_dir=out / "cache", progress=progress,
                           overwrite=overwrite)  # fmt: skip
     runs = {}
     for mode in ("raw", "masked"):

@@ -3,7 +3,6 @@ and the result object they return."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 #: what a run folder holds (``--overwrite`` removes these and nothing else)
 RUN_FILES = ("config.json", "model.safetensors", "last.json", "last.safetensors", "history.json", "history.csv",
-             "images.json", "split.csv", "eval_*", "confusion_*", "reliability_*", "outlines_*", "events.out.*")  # fmt: skip
+             "images.json", "split.csv", "eval_*", "confusion_*", "reliability_*", "outlines_*", "tensorboard")  # fmt: skip
 
 
 @dataclass
@@ -117,8 +116,3 @@ def _split_digest(cache: PackedCache) -> str:
     for s, digest in sorted(zip((x.split for x in cache.samples), cache.hashes)):
         h.update(f"{s}:{digest}\n".encode())
     return h.hexdigest()
-
-
-def replace(config: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that drops ``None`` values (configs are never changed in place)."""
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -4,7 +4,6 @@ one split serves both stages, and every error says what was expected."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -78,14 +77,14 @@ def test_folders_read_extensionless_dicom_and_webp_and_list_what_is_skipped(runs
 def test_pretrained_runs_train_from_local_files_and_load_offline(tmp_path):
     """Both stages start from a local weights file with TORCH_HOME/HF_HOME empty and the hub offline; the
     runs then load, classify and export without reading the initial weights again."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import torch, torchvision
         from safetensors.torch import save_file
         from lungcls.data.phantoms import write_phantom_set
         from lungcls.cli import app
         from typer.testing import CliRunner
         torch.manual_seed(0)
-        save_file({{k: v.contiguous() for k, v in torchvision.models.resnet18().state_dict().items()}}, "r18.safetensors")
+        save_file({k: v.contiguous() for k, v in torchvision.models.resnet18().state_dict().items()}, "r18.safetensors")
         data = str(write_phantom_set(".", per_class=8, size=64))
         r = CliRunner()
         common = ["--epochs", "1", "--batch-size", "8", "--cpu", "-q"]

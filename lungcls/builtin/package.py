@@ -10,7 +10,6 @@ model shipped with lungcls. Not imported by lungcls at run time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
 

@@ -19,7 +19,6 @@ from .app import (
     command_output,
     data_app,
     echo_table,
-    fail,
     library_errors,
     refuse_existing_file,
     refuse_out_inside_inputs,
@@ -32,12 +31,12 @@ Test = Annotated[float, _opt("Share that goes to Test (also carved out of Train 
 SplitSeed = Annotated[int, _opt("Seed of the split.", "N")]
 
 
-def _open(roots: list[Path], part: str | None):
+def _open(roots: list[Path], part: str | None, say: bool = True):
     from ..data import open_dataset
 
     with library_errors():
         found = open_dataset(roots, part=part)
-    for note in found.notes:
+    for note in found.notes if say else []:
         typer.secho(f"note: {note}", err=True, fg="yellow")
     return found
 
@@ -65,7 +64,7 @@ def data_inspect(
     from ..data.inspect import format_report, inspect_dataset
 
     command_output(verbose, quiet)
-    found = _open(roots, part)
+    found = _open(roots, part, say=False)  # the report says what was found
     report, _ = inspect_dataset(found, workers=workers)
     typer.echo(format_report(report))
     if json_out is not None:

@@ -96,8 +96,9 @@ def train_classifier(
     model, train = model or recipe_model, train or recipe_train
     check_mode(model.mode)
     ranks, device = setup(train.device)
-    seg = _segmenter_for(model, segmenter, device)
-    if seg is not None:
+    seg = _segmenter_for(model, segmenter, device)  # a raw classifier may keep one too (for its bundle)
+    masked = seg is not None and model.mode != "raw"  # the segmenter's masks feed the inputs
+    if masked:
         model = dataclasses.replace(model, mask_source="predicted")
     elif model.mode != "raw" and model.mask_source != "gt":
         raise DataError(f"mode {model.mode!r} needs lung masks: a segmenter, or the dataset's masks (--gt-masks)")
@@ -105,7 +106,7 @@ def train_classifier(
         model = dataclasses.replace(model, pretrained=weights == "imagenet", init_weights=describe_weights(weights))
     if len(data) == 1 and is_cache(data[0]):  # the classifier reads whatever size the cache holds
         model = dataclasses.replace(model, working_size=PackedCache.open(data[0]).size[0])
-    pinned = seg.seen_images if seg is not None else set()
+    pinned = seg.seen_images if masked else set()
     cache, made = main_first(ranks, lambda: open_training_data(
         data, cache_dir or out / "cache", size=model.working_size, split_seed=train.seed, progress=progress,
         strict=strict, pinned=pinned, hold_out=hold_out))  # fmt: skip
@@ -118,9 +119,9 @@ def train_classifier(
     rows = {s: r[labels[r] >= 0] for s, r in rows.items()}
     if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
         raise DataError(f"{cache.path}: need images in Train ({len(rows['Train'])}) and Val ({len(rows['Val'])})")
-    if seg is not None:
+    if masked:
         check_segmenter_leak(seg, cache, np.concatenate([rows["Val"], rows["Test"]]), strict)
-    masks = _masks(seg, cache, progress) if seg is not None else None
+    masks = _masks(seg, cache, progress) if masked else None
     seed_everything(train.seed)
     cw = class_weights(labels[rows["Train"]], len(names)) if train.class_weighting else None
     net = build_classifier(model, None if saved else weights)
