@@ -316,7 +316,9 @@ def figures(out: Path, runs: dict[str, list], stage1: dict) -> None:
 
 
 def fmt_ci(ci: list[float], signed: bool = False) -> str:
+    """An interval as text; accuracies cannot leave [0, 1], so an unsigned one is clipped to it."""
     f = "{:+.3f}" if signed else "{:.3f}"
+    ci = ci if signed else [min(1.0, max(0.0, v)) if not math.isnan(v) else v for v in ci]
     return "[" + ", ".join(f.format(v) if not math.isnan(v) else "n/a" for v in ci) + "]"
 
 
@@ -354,8 +356,10 @@ def report(r: dict) -> str:
              f"{r['seconds'] / 60:.0f} min on {r['machine']['cpu']} (GPU: {r['machine']['gpu'] or 'none'}).", "",
              "Research use only. Read the last section before reading anything into these numbers.", ""]  # fmt: skip
     s1 = r["stage1"]
+    src = r["settings"]["segmenter"] or {}
+    named = f"built-in `{src.get('name')}`" if src.get("origin") == "builtin" else "trained in this study"
     lines += ["## Stage 1 (lung segmentation)", "",
-              f"Segmenter: {r['settings']['segmenter']}. It was trained or validated on {r['stage1_saw']['Val']} of the "
+              f"Segmenter: {named} (weights sha256 `{str(src.get('sha256'))[:16]}`). It was trained or validated on {r['stage1_saw']['Val']} of the "
               f"classifier's Val images and {r['stage1_saw']['Test']} of its Test images (Val images it saw make model "
               "selection slightly optimistic; Test images it saw would make Test scores optimistic).", "",
               "| split | set | images | Dice mean | Dice p5 | IoU mean | HD95 (px) |", "|---|---|---|---|---|---|---|"]  # fmt: skip

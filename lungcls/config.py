@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .data.manifest import CLASS_NAMES
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -68,7 +69,7 @@ class ClassifierConfig:
 
     arch: str = "resnet50"
     num_classes: int = 3
-    class_names: list[str] = field(default_factory=lambda: ["COVID-19", "Non-COVID", "Normal"])
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     image_size: int = 224
     mean: float = 0.449
     std: float = 0.226
