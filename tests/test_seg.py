@@ -96,8 +96,8 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
 
 def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
     prob = np.zeros((64, 64), np.float32)
-    prob[10:50, 8:28] = 0.9  # left lung
-    prob[10:50, 36:56] = 0.9  # right lung
+    prob[10:50, 8:28] = 0.99  # left lung
+    prob[10:50, 36:56] = 0.99  # right lung
     prob[25:30, 15:20] = 0.1  # a hole in the left lung
     prob[2:5, 60:63] = 0.95  # a stray blob
     masks, flags = postprocess(torch.from_numpy(prob)[None, None])
@@ -107,6 +107,16 @@ def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
     assert kept[27, 17] == 0 and kept[3, 61] == 1
     empty, flags = postprocess(torch.zeros(1, 1, 64, 64))
     assert not empty.any() and flags == [["no-lung"]]
+
+
+def test_a_segmenter_that_hesitates_is_flagged_even_when_the_shape_looks_right():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:50, 8:28] = 0.99
+    prob[10:50, 36:56] = 0.99
+    _, confident = postprocess(torch.from_numpy(prob)[None, None])
+    prob[10:50, 8:28] = 0.6  # same lungs, half of them barely above the threshold
+    _, hesitant = postprocess(torch.from_numpy(prob)[None, None])
+    assert confident == [[]] and hesitant == [["uncertain-lungs"]]
 
 
 def blobby_maps(n: int, seed: int = 0) -> list[np.ndarray]:
