@@ -44,15 +44,19 @@ def machine() -> dict:
     return info
 
 
-def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None) -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` (the table plus the command and machine)."""
+def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None, command: str | None = None) -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` (the table plus the command and machine).
+
+    ``command`` is what to quote when the caller is not the script the user ran (default: this Python command).
+    """
     out_dir = out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "machine": machine(), **payload}
+    command = command or "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    payload = {"command": command, "machine": machine(), **payload}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     md = (
-        f"# {name}\n\n{table}\n\nCommand: `python {payload['command']}`  \n"
+        f"# {name}\n\n{table}\n\nCommand: `{payload['command']}`  \n"
         f"Machine: {m['cpu']} ({m['cpu_count']} cores), GPU: {m['gpu'] or 'none'}, "
         f"torch {m['torch']}, lungcls {m['lungcls']}, {m['date']}\n"
     )

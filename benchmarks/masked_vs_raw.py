@@ -46,13 +46,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine  # noqa: E402
 
 from lungcls.atomic import write_bytes, write_json, write_text  # noqa: E402
-from lungcls.cls.train import check_segmenter_leak, train_classifier  # noqa: E402
+from lungcls.cls.train import train_classifier  # noqa: E402
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig, to_dict  # noqa: E402
 from lungcls.data import PackedCache, open_dataset, prepare_cache  # noqa: E402
 from lungcls.data.cache import fingerprints  # noqa: E402
 from lungcls.data.duplicates import duplicate_groups  # noqa: E402
 from lungcls.data.manifest import Manifest  # noqa: E402
 from lungcls.data.split import complete_split  # noqa: E402
+from lungcls.data.training_data import seen_by  # noqa: E402
 from lungcls.explain import explain  # noqa: E402
 from lungcls.plots import confusion_figure, curves_figure, figure_png, reliability_figure  # noqa: E402
 from lungcls.recipes import classifier_recipe, segmenter_recipe  # noqa: E402
@@ -268,7 +269,7 @@ def main() -> None:
         seg = Segmenter.load(seg_spec, device=args.device)
     else:
         seg = train_segmenter([cache.path], out / "segmenter", *p.seg, overwrite=True, progress=False).model
-    leaked = {s: len(check_segmenter_leak(seg, cache, cache.indices(s))) for s in ("Val", "Test")}
+    leaked = {s: len(seen_by(cache, cache.indices(s), seg.seen_images)) for s in ("Val", "Test")}
     stage1 = {s: evaluate_segmenter(seg, cache, cache.indices(s.capitalize(), with_mask=True), s, progress=False)
               for s in ("val", "test")}  # fmt: skip
 

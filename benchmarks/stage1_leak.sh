@@ -19,7 +19,7 @@ for s in own shared; do
   lungcls train-cls "$W/split.csv" --out "$W/cls-$s" --mode masked --seg-model "$W/seg-$s-split" --recipe cpu \
     --cache "$W/cache-cls" --cpu --overwrite -q 2>&1 | grep -E "LEAK|best val" || true
 done
-python3 - "$W" <<'PY'
+python3 - "$W" "$D" <<'PY'
 import json, sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")
@@ -43,5 +43,5 @@ table = ("| stage 1 | masked-mode Test accuracy [95% CI] | Test images | of them
          "|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nCPU recipes `cpu` of lungcls.recipes (U-Net resnet18 at 128 px, 12 epochs; "
          "ResNet-18 at 128 px, 8 epochs), seed 0; the classifier's split is the same in both rows.")
 print(table)
-write_results("stage1_leak", payload, table)
+write_results("stage1_leak", payload, table, command=f"bash benchmarks/stage1_leak.sh {sys.argv[2]} {sys.argv[1]}")
 PY

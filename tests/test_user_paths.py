@@ -143,6 +143,9 @@ def test_a_stage_1_leak_into_val_or_test_is_loud_and_strict_refuses_it(runs, tmp
             "--batch-size", "8", "--cpu", "-q"]  # fmt: skip
     strict = runner.invoke(app, [*args, "--strict"])
     assert strict.exit_code == 2 and "STAGE-1 LEAK" in strict.output
+    shared = [a if a != str(tmp_path / "leaky.csv") else str(runs / "cache") for a in args]  # the segmenter's own split
+    same_split = runner.invoke(app, [*shared[:3], str(tmp_path / "clean"), *shared[4:], "--strict"])
+    assert same_split.exit_code == 0 and "STAGE-1 LEAK" not in same_split.output  # both stages chose on one Val
     loose = runner.invoke(app, args)
     assert loose.exit_code == 0 and "STAGE-1 LEAK" in loose.output
     evaluate = runner.invoke(app, ["evaluate-cls", str(tmp_path / "leaky.csv"), "--model", str(tmp_path / "cls"),
