@@ -167,7 +167,8 @@ class TrainConfig:
         device: ``auto`` (CUDA when available), ``cuda``, ``cuda:1``, ``cpu``.
         placement: where the cache lives on CUDA: ``auto``, ``device`` or ``host`` (pinned).
         label_smoothing: cross-entropy label smoothing (classification only).
-        class_weighting: weight cross-entropy by inverse class frequency of Train (classification only).
+        class_weighting: weight each Train image by the inverse frequency of its class (capped at 10; label
+            smoothing spread evenly), classification only.
         ema_epochs: keep an exponential moving average of the weights with this time constant in
             epochs, validate and save the average (0 = off).
     """

@@ -57,14 +57,16 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def segment_files(
-    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = 256, progress: bool = True
-) -> list[dict]:
+    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = 256, progress: bool = True,
+    masks_only: bool = False,
+) -> list[dict]:  # fmt: skip
     """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``.
 
     Unreadable files get a CSV row with the error and no outputs; the others go on.
 
     Args:
         size: the working size the masks are made at (the same as ``Pipeline``'s).
+        masks_only: write ``masks/`` and ``segment.csv`` only (no overlays, no crops).
 
     Returns:
         One dict per input (the CSV rows).
@@ -86,7 +88,8 @@ def segment_files(
                 rows.append({"path": str(path), "name": names[path], "error": slot.reason})
                 continue
             r = results[slot]
-            write_segmentation(out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size)
+            write_segmentation(out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size,
+                               masks_only)  # fmt: skip
             rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size))
         bar.update(len(chunk))
     bar.close()
@@ -94,15 +97,20 @@ def segment_files(
     return rows
 
 
-def write_segmentation(out: Path, name: str, native: np.ndarray, mask: np.ndarray, crop, size: int) -> None:
+def write_segmentation(
+    out: Path, name: str, native: np.ndarray, mask: np.ndarray, crop, size: int, masks_only: bool = False
+) -> None:
     """``masks/``, ``overlays/`` and ``crops/`` PNGs of one image under ``out``, at the image's own size.
 
     Args:
         native: uint8 (H, W) the image as read; mask: uint8 (S, S) at the working size; crop: the crop
             box at the working size (None when there is no lung: no crop is written).
+        masks_only: the mask only.
     """
     mask = mask_at(mask, native.shape)
     write_bytes(out / "masks" / f"{name}.png", png(mask * 255))
+    if masks_only:
+        return
     write_bytes(out / "overlays" / f"{name}.png", png(overlay(native, mask)))
     if crop is not None:
         x0, y0, x1, y1 = box_at(crop, size, native.shape)

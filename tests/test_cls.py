@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models import resnet18
@@ -11,6 +12,8 @@ from typer.testing import CliRunner
 
 from lungcls.cli import app
 from lungcls.cls.report import classification_report, format_markdown
+from lungcls.cls.task import weighted_cross_entropy
+from lungcls.cls.train import MAX_CLASS_WEIGHT, class_weights
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
 from lungcls.data import CLASS_NAMES, discover, make_split, prepare_cache
 from lungcls.masking import crop_and_mask, lung_boxes
@@ -282,3 +285,15 @@ def test_a_table_by_source_names_an_unnamed_source():
     labels = torch.tensor([0, 1, 2])
     report = classification_report(torch.eye(3), labels, ["COVID-19", "Non-COVID", "Normal"], sources=["", "", ""], n_boot=5)
     assert "| (unnamed) | 3 | 1.000 |" in report.markdown()
+
+
+def test_one_rare_class_cannot_pull_every_image_towards_it():
+    # masked-gt on the shared sets: Train held 427 COVID-19, 25 Non-COVID and 1 Normal image
+    labels = np.array([0] * 427 + [1] * 25 + [2])
+    w = class_weights(labels, 3)
+    assert w[2] == MAX_CLASS_WEIGHT and w[0] < 1 < w[1] < MAX_CLASS_WEIGHT
+    logits = torch.tensor([[4.0, 0.0, 0.0]] * 8)  # confident and right
+    covid = torch.zeros(8, dtype=torch.long)
+    plain = weighted_cross_entropy(logits, covid, None, label_smoothing=0.1)
+    assert torch.isclose(weighted_cross_entropy(logits, covid, w, label_smoothing=0.1), plain)
+    assert torch.nn.functional.cross_entropy(logits, covid, weight=w, label_smoothing=0.1) > 3 * plain  # torch's way

@@ -229,6 +229,11 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
         app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")]
     )
     assert inside.exit_code == 2 and not (folder / "o").exists()
+    masks_only = CliRunner().invoke(app, ["segment", *map(str, real), "--model", str(tmp_path / "run"), "--out",
+                                          str(tmp_path / "m"), "--masks-only", "--cpu", "-q"])  # fmt: skip
+    assert masks_only.exit_code == 0, masks_only.output
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["masks", "segment.csv"]
+    assert len(list((tmp_path / "m" / "masks").glob("*.png"))) == 2
 
 
 def test_a_shallow_unet_stores_only_the_encoder_stages_it_uses(tmp_path):

@@ -138,6 +138,7 @@ def segment(
     device: Device = None,
     cpu: Cpu = False,
     force: Force = False,
+    masks_only: Annotated[bool, _opt("Write the masks and segment.csv only (no overlays, no crops).")] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -154,7 +155,7 @@ def segment(
         segmenter = Segmenter.load(model or "", device=device_of(device, cpu), batch_size=batch_size)
     if model is None:
         typer.echo(f"segmenter: built-in model {segmenter.info['source']['name']!r}", err=True)
-    rows = segment_files(found.paths, segmenter, out, progress=not quiet)
+    rows = segment_files(found.paths, segmenter, out, progress=not quiet, masks_only=masks_only)
     report_rows(rows, found, out / "segment.csv", "segmented")
 
 

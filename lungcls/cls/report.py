@@ -4,6 +4,7 @@ one writer (JSON, Markdown, confusion-matrix and reliability figures)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,7 +199,9 @@ def _auroc(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """One-vs-rest AUROC per class; NaN for a class with no positive or no negative image."""
     if len(labels) == 0:
         return torch.full((k,), math.nan)
-    out = multiclass_auroc(probs.float(), labels, num_classes=k, average=None)
+    with warnings.catch_warnings():  # torchmetrics warns for such a class; it is reported as n/a below
+        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        out = multiclass_auroc(probs.float(), labels, num_classes=k, average=None)
     present = torch.bincount(labels, minlength=k)
     return torch.where((present > 0) & (present < len(labels)), out, torch.tensor(math.nan))
 

@@ -77,10 +77,8 @@ class ClassificationTask:
             x, lungs = self.augment(x, lungs, generator)
             if self.masked:  # photometric augmentation moved the background: outside the lungs is 0 again
                 x = x * (lungs | empty[:, None, None, None]).to(x.dtype)
-        return F.cross_entropy(
-            self.logits(self.normalize(x)), batch.labels, weight=self.class_weights,
-            label_smoothing=self.label_smoothing,
-        )  # fmt: skip
+        return weighted_cross_entropy(self.logits(self.normalize(x)), batch.labels, self.class_weights,
+                                      self.label_smoothing)  # fmt: skip
 
     def predict(self, loader: Any) -> dict[str, torch.Tensor]:
         """Logits, labels, cache rows and empty-mask flags over ``loader`` (CPU tensors)."""
@@ -104,3 +102,18 @@ class ClassificationTask:
             "accuracy": multiclass_accuracy(preds, p["labels"], num_classes=k, average="micro").item(),
             "macro_f1": multiclass_f1_score(preds, p["labels"], num_classes=k, average="macro").item(),
         }
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy where each image weighs as its class, with label smoothing spread evenly over classes.
+
+    ``F.cross_entropy(weight=...)`` also weights the smoothing term per class, so one rare, heavily weighted
+    class pulls every image towards itself; here a batch of one class has the same loss with or without weights.
+    """
+    if class_weights is None:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    per_image = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    w = class_weights[labels]
+    return (per_image * w).sum() / w.sum().clamp_min(1e-12)

@@ -41,10 +41,14 @@ SegmenterLike = Segmenter | str | Path
 MIN_CALIBRATION = 30  # Val images needed to fit a temperature (fewer: it stays 1)
 
 
+MAX_CLASS_WEIGHT = 10.0
+
+
 def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
-    """Inverse-frequency weights ``n / (k * n_c)`` (a class absent from Train gets weight 0)."""
+    """Inverse-frequency weights ``n / (k * n_c)``, at most ``MAX_CLASS_WEIGHT`` (a class absent from Train
+    gets weight 0). The cap keeps a class with a handful of Train images from dominating the loss."""
     counts = np.bincount(labels, minlength=k).astype(np.float64)
-    w = np.where(counts > 0, len(labels) / (k * np.maximum(counts, 1)), 0.0)
+    w = np.where(counts > 0, np.minimum(len(labels) / (k * np.maximum(counts, 1)), MAX_CLASS_WEIGHT), 0.0)
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -123,6 +127,10 @@ def train_classifier(
         check_segmenter_leak(seg, cache, np.concatenate([rows["Val"], rows["Test"]]), strict)
     masks = _masks(seg, cache, progress) if masked else None
     seed_everything(train.seed)
+    counts = np.bincount(labels[rows["Train"]], minlength=len(names))
+    if rare := [f"{c} ({n})" for c, n in zip(names, counts.tolist()) if 0 < n < 10]:
+        log.warning("few Train images of %s: the classifier can hardly learn these classes, and their scores "
+                    "mean little", ", ".join(rare))  # fmt: skip
     cw = class_weights(labels[rows["Train"]], len(names)) if train.class_weighting else None
     net = build_classifier(model, None if saved else weights)
     task = ClassificationTask(net, model, device, DeviceAugment(train.augment), train.channels_last,
