@@ -113,10 +113,9 @@ def card(name: str, s: dict, config: dict, reports: dict, others: dict, rows: di
         "Lung fields on frontal (PA/AP) adult chest X-rays, for research: the masks and crops that feed lungcls's "
         "classifier, lung-area statistics, quality control of CXR data sets.", "",
         "## Known failure modes", "",
-        "- Images that are not chest X-rays: a picture of blurred noise, a blank and a white image were flagged in our checks "
-        "(tests/test_builtin.py); lateral "
-        "views were not tested (the shared data holds none): expect a wrong mask, "
-        "and check the flags.",
+        "- Images that are not chest X-rays: a picture of blurred noise, a blank and a white image were flagged in "
+        "our checks (tests/test_builtin.py); lateral views were not tested (the shared data holds none): expect a "
+        "wrong mask, and check the flags.",
         "- Children (other proportions than the adult training images), heavy devices and lines (pacemakers, tubes), "
         "and lungs hidden by heavy consolidation or effusion: the mask can miss the opaque part of the lung.",
         "- Masks follow COVID-QU-Ex's convention: against masks that include the retrocardiac lung, Dice is lower by "
