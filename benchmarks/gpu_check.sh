@@ -36,8 +36,9 @@ mkdir -p "$RESULTS" "$RUNS"
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}  # the checkout's lungcls (src layout), whatever else is installed
 python3 -c "import lungcls, segmentation_models_pytorch" 2>/dev/null || python3 -m pip install -q -e .
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi (CPU)"
   python3 -c "import torch, lungcls; print('torch', torch.__version__, 'lungcls', lungcls.__version__, 'cuda', torch.cuda.is_available())"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the built-in lung segmenter shipped in lungcls/builtin/unet-r18-covidqu from covidqu-infseg:
+# Reproduce the built-in lung segmenter shipped in src/lungcls/builtin/unet-r18-covidqu from covidqu-infseg:
 # the split (Val as published, Test carved out of Train), the cache, the training (recipe `builtin`), and
 # the packaging (float16 weights of the stages used, config, image hashes, model card with Dice per set).
 # About an hour on 2 CPU cores; a few minutes on a GPU (pass --device cuda through DEVICE=cuda).
@@ -15,6 +15,6 @@ lungcls data split "$DATA/covidqu-infseg" --out "$WORK/split.csv" --test 0.15 --
 lungcls prepare "$WORK/split.csv" --out "$WORK/cache" --size 256
 lungcls train-seg "$WORK/cache" --out "$WORK/run" --recipe builtin --seed 0 --device "$DEVICE" --overwrite
 python3 -m lungcls.builtin.package "$WORK/run" --name "$NAME" --cache "$WORK/cache" \
-  --other "$DATA/ieee8023-v7labs427" "$DATA/ieee8023-radiologist100" --out "lungcls/builtin/$NAME" \
+  --other "$DATA/ieee8023-v7labs427" "$DATA/ieee8023-radiologist100" --out "src/lungcls/builtin/$NAME" \
   --where "${WHERE:-on the CPU}"
 lungcls models

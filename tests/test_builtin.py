@@ -31,7 +31,7 @@ def offline_env(tmp_path: Path, **extra: str) -> dict:
 
 
 def test_the_builtin_model_is_small_and_described():
-    folder = REPO / "lungcls" / "builtin" / builtin.DEFAULT
+    folder = REPO / "src" / "lungcls" / "builtin" / builtin.DEFAULT
     assert (folder / "model.safetensors").stat().st_size <= 10 * 2**20
     card = builtin.card(builtin.DEFAULT)
     for part in ("Research use only", "CC BY-SA 4.0", "COVID-QU-Ex", "Dice", "HD95", "lateral views were not tested", "Children",

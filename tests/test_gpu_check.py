@@ -36,7 +36,7 @@ def isolated(tmp_path_factory, shared_data):
 
 def rehearse(repo: Path, part: str, data: Path, out: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "LUNGCLS_DATA"}
-    env.update(SMOKE="1", PYTHONPATH=str(repo), RUNS=str(out.parent / f"runs{part}"),
+    env.update(SMOKE="1", PYTHONPATH=str(repo / "src"), RUNS=str(out.parent / f"runs{part}"),
                PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")  # fmt: skip
     result = subprocess.run(["bash", "benchmarks/gpu_check.sh", part, str(data), str(out)], cwd=repo, env=env,
                             capture_output=True, text=True, timeout=900)  # fmt: skip

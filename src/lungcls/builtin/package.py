@@ -1,7 +1,7 @@
 """Package a ``train-seg`` run as a built-in model: half-precision weights of the stages it uses, its config,
 the content hashes of its images, and a model card with Dice / IoU / HD95 per set.
 
-    python -m lungcls.builtin.package RUN --name NAME --cache CACHE [--other DATA ...] --out lungcls/builtin/NAME
+    python -m lungcls.builtin.package RUN --name NAME --cache CACHE [--other DATA ...] --out src/lungcls/builtin/NAME
 
 ``scripts/builtin_segmenter.sh`` runs the whole recipe (split, cache, training, packaging) for the
 model shipped with lungcls. Not imported by lungcls at run time.
