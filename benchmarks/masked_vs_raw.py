@@ -48,12 +48,9 @@ from common import REPO, machine  # noqa: E402
 from lungcls.atomic import write_bytes, write_json, write_text  # noqa: E402
 from lungcls.cls.train import train_classifier  # noqa: E402
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig, to_dict  # noqa: E402
-from lungcls.data import PackedCache, open_dataset, prepare_cache  # noqa: E402
-from lungcls.data.cache import fingerprints  # noqa: E402
-from lungcls.data.duplicates import duplicate_groups  # noqa: E402
+from lungcls.data import PackedCache, open_dataset  # noqa: E402
 from lungcls.data.manifest import Manifest  # noqa: E402
-from lungcls.data.split import complete_split  # noqa: E402
-from lungcls.data.training_data import seen_by  # noqa: E402
+from lungcls.data.training_data import seen_by, split_and_cache  # noqa: E402
 from lungcls.explain import explain  # noqa: E402
 from lungcls.plots import confusion_figure, curves_figure, figure_png, reliability_figure  # noqa: E402
 from lungcls.recipes import classifier_recipe, segmenter_recipe  # noqa: E402
@@ -100,11 +97,8 @@ def preset(name: str, device: str) -> Preset:
 def make_cache(data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0) -> tuple[PackedCache, str]:
     """One split for everything (both stages, every mode and seed), made once: Train/Val/Test by patient and
     duplicate picture; data with Train and Val only has Test carved out of Train."""
-    manifest = open_dataset(data).manifest
-    hashes, thumbs = fingerprints(manifest, out / "cache")
-    split, what = complete_split(manifest, val=0.1, test=test, seed=seed, duplicates=duplicate_groups(hashes, thumbs))
-    prepare_cache(split, out / "cache", size=(size, size))
-    return PackedCache.open(out / "cache"), what
+    made = split_and_cache(open_dataset(data).manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed)
+    return made.cache, made.split
 
 
 def train_modes(cache_or_data, out: Path, p: Preset, modes: list[str], seg: Segmenter | None, seeds: int,
@@ -197,7 +191,7 @@ def saliency(runs: dict[str, list], seg: Segmenter, cache: PackedCache, n: int) 
     """Share of Grad-CAM saliency inside the (stage-1) lungs on up to ``n`` test images, every seed of every mode."""
     rows = cache.indices("Test")[:n]
     images = torch.from_numpy(np.asarray(cache.images[rows]))[:, None]
-    masks = seg.masks(images)[0]
+    masks = seg.masks(images).masks
     out = {}
     for mode, rs in runs.items():
         shares = []

@@ -17,7 +17,7 @@ from lungcls.cls.train import MAX_CLASS_WEIGHT, class_weights
 from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
 from lungcls.data import CLASS_NAMES, discover, make_split, prepare_cache
 from lungcls.masking import crop_and_mask, lung_boxes
-from lungcls.models.resnet import gray_stem
+from lungcls.models.classifiers import gray_stem
 from lungcls.seg.train import train_segmenter
 
 
@@ -168,7 +168,7 @@ def test_classify_a_folder_with_one_corrupt_file(tiny_runs, radiologist100, tmp_
     assert result.exit_code == 1 and "broken.png" in result.output and "3 images classified" in result.output
     lines = out.read_text().splitlines()
     assert lines[0] == ("path,name,width,height,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,"
-                        "box_x0,box_y0,box_x1,box_y1,flags,error")  # fmt: skip
+                        "box_x0,box_y0,box_x1,box_y1,flags,error,model_warnings")  # fmt: skip
     good = [line for line in lines[1:] if "broken" not in line]
     assert len(good) == 3 and all(line.split(",")[4] in ("COVID-19", "Non-COVID", "Normal") for line in good)
     probs = [sum(float(v) for v in line.split(",")[5:8]) for line in good]
@@ -220,7 +220,7 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_ece():
     assert fit_temperature(z, labels) == t  # deterministic
 
 
-def test_the_library_and_the_cli_train_the_same_default_recipe(monkeypatch, tmp_path):
+def test_the_library_and_the_cli_train_the_same_recipe_and_the_cpu_never_starts_the_gpu_recipe(monkeypatch, tmp_path):
     import lungcls.cls.train as train_module
     from lungcls.recipes import classifier_recipe
 
@@ -234,9 +234,13 @@ def test_the_library_and_the_cli_train_the_same_default_recipe(monkeypatch, tmp_
     (tmp_path / "data").mkdir()
     result = CliRunner().invoke(app, ["train-cls", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--cpu"])
     assert result.exit_code == 130 and "--resume" in result.output
-    model, train = classifier_recipe("default", device="cpu")
-    assert captured["model"] == model and captured["train"] == train
-    assert train.epochs == 80 and train.label_smoothing == 0.1 and train.class_weighting
+    assert "no GPU: training with the 'cpu' recipe" in result.output  # said, not silent
+    model, train = classifier_recipe("cpu", device="cpu")
+    assert (captured["model"], captured["train"]) == (model, train) == classifier_recipe(device="cpu")
+    asked = CliRunner().invoke(app, ["train-cls", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--cpu",
+                                     "--recipe", "default"])  # fmt: skip
+    assert asked.exit_code == 130 and (captured["model"], captured["train"]) == classifier_recipe("default", device="cpu")
+    assert captured["train"].epochs == 80 and captured["train"].label_smoothing == 0.1 and captured["train"].class_weighting
 
 
 def test_imagenet_style_weights_file_is_loaded_and_its_stem_summed(tmp_path):

@@ -174,7 +174,6 @@ def test_segment_pipeline_and_train_cls_use_the_same_masks_and_the_csvs_agree(ma
 
     import cv2
 
-    from lungcls.cls.train import _masks
     from lungcls.data import Manifest, PackedCache, Sample, prepare_cache
 
     folder = tmp_path / "in"
@@ -191,7 +190,7 @@ def test_segment_pipeline_and_train_cls_use_the_same_masks_and_the_csvs_agree(ma
                                     "--cpu"]).exit_code == 0  # fmt: skip
     by_cli = [cv2.imread(str(tmp_path / "seg" / "masks" / f"x{k}.png"), cv2.IMREAD_GRAYSCALE) // 255 for k in range(4)]
     prepare_cache(Manifest([Sample(str(p), "Normal") for p in paths]), tmp_path / "cache", progress=False)
-    by_training = _masks(pipe.segmenter, PackedCache.open(tmp_path / "cache"), progress=False)
+    by_training = pipe.segmenter.cache_masks(PackedCache.open(tmp_path / "cache"), progress=False)  # what train-cls uses
     for a, b, c in zip(by_pipeline, by_cli, by_training):
         assert np.array_equal(a, b) and np.array_equal(a, c)
     assert CliRunner().invoke(app, ["classify", str(folder), "--model", str(masked_run / "cls"), "--out",

@@ -64,10 +64,12 @@ def test_save_then_load_gives_identical_predictions(tmp_path, real_cache):
     assert a.shape == (6, 1, 64, 64) and torch.equal(a, b)
     shutil.copy(tmp_path / "run" / "model.safetensors", tmp_path / "copy.safetensors")
     seed_everything(123)  # a differently initialised model, then the saved weights loaded into it
-    from lungcls.checkpoint import load_model
+    from lungcls.checkpoint import load_state
     from lungcls.models import build_segmenter
+    from lungcls.store import load_tensors
 
-    other = Segmenter(load_model(tmp_path / "copy.safetensors", build_segmenter(TINY)), TINY, device="cpu")
+    weights = load_tensors(tmp_path / "copy.safetensors")
+    other = Segmenter(load_state(build_segmenter(TINY), weights, "copy"), TINY, device="cpu")
     assert torch.equal(other.probabilities(images), a)
 
 
@@ -224,7 +226,7 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
     for sub in ("masks", "overlays"):
         assert len(list((tmp_path / "out" / sub).glob("*.png"))) == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
-    assert rows[0] == "path,name,width,height,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,error"
+    assert rows[0] == "path,name,width,height,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,error,model_warnings"
     inside = CliRunner().invoke(
         app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")]
     )

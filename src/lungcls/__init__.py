@@ -4,8 +4,7 @@ A research tool, not a diagnostic device.
 """
 
 from .errors import CheckpointError, ConfigError, DataError, ImageReadError, LungclsError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "ImageReadError", "LungclsError", "Pipeline", "__version__"]
 

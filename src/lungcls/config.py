@@ -1,7 +1,8 @@
 """Typed configuration: plain dataclasses whose fields are JSON primitives.
 
-Every checkpoint saves its configs as JSON beside the weights; :func:`from_dict` validates what
-it reads back and names the offending field.
+Every checkpoint saves its configs as JSON beside the weights; :func:`from_dict` checks the names and
+types of what it reads back, and every config checks its values' ranges when it is made (in code, from
+a recipe, or from a file), so a tampered or mistyped value is refused with the field named.
 """
 
 from __future__ import annotations
@@ -12,10 +13,40 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .data.manifest import CLASS_NAMES
+from .defaults import CLASS_NAMES, CROP_MARGIN, WORKING_SIZE
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+#: the classifier's inputs (see :mod:`lungcls.masking`)
+INPUT_MODES = ("raw", "masked", "cropped", "masked-cropped")
+MASK_SOURCES = ("none", "gt", "predicted")
+
+
+def limits(lo: float | None = None, hi: float | None = None, **more: Any) -> dict:
+    """Field metadata: the range a number must lie in (inclusive), or ``choices`` for a string."""
+    return {"lo": lo, "hi": hi, **more}
+
+
+def check_values(config: Any) -> None:
+    """Check every field of ``config`` against its :func:`limits`.
+
+    Raises:
+        ConfigError: a value out of its range or not one of its choices; names the field.
+    """
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        if value is None or not meta:
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f.name, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        numbers = value if isinstance(value, list) else [value]
+        for v in numbers:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                too_low = meta.get("lo") is not None and not v >= meta["lo"]
+                too_high = meta.get("hi") is not None and not v <= meta["hi"]
+                if too_low or too_high or v != v:
+                    raise ConfigError(f.name, f"{v!r} is outside [{meta.get('lo')}, {meta.get('hi')}]")
 
 
 @dataclass
@@ -32,20 +63,29 @@ class SegmenterConfig:
         mean, std: normalisation of [0, 1] pixel values, applied on the device.
     """
 
-    arch: str = "unet"
+    arch: str = field(default="unet", metadata=limits(choices=("unet",)))
     encoder_name: str = "resnet34"
     encoder_weights: str | None = None
-    encoder_depth: int = 5
-    decoder_channels: list[int] | None = None
-    in_channels: int = 1
-    classes: int = 1
-    image_size: int = 256
-    mean: float = 0.5
-    std: float = 0.25
+    encoder_depth: int = field(default=5, metadata=limits(3, 5))
+    decoder_channels: list[int] | None = field(default=None, metadata=limits(1, 4096))
+    in_channels: int = field(default=1, metadata=limits(1, 1))
+    classes: int = field(default=1, metadata=limits(1, 1))
+    image_size: int = field(default=WORKING_SIZE, metadata=limits(32, 2048))
+    mean: float = field(default=0.5, metadata=limits(0.0, 1.0))
+    std: float = field(default=0.25, metadata=limits(1e-3, 10.0))
 
     def __post_init__(self) -> None:
         if self.decoder_channels is None:  # smp's widths, one per encoder stage
             self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth :] if 1 <= self.encoder_depth <= 5 else []
+        check_values(self)
+        if len(self.decoder_channels) != self.encoder_depth:
+            raise ConfigError(
+                "decoder_channels", f"needs {self.encoder_depth} values (one per encoder stage), got {self.decoder_channels}"
+            )
+        if self.image_size % (2**self.encoder_depth):
+            raise ConfigError(
+                "image_size", f"{self.image_size} is not a multiple of {2**self.encoder_depth} (2 ** encoder_depth)"
+            )
 
 
 @dataclass
@@ -68,18 +108,25 @@ class ClassifierConfig:
     """
 
     arch: str = "resnet50"
-    num_classes: int = 3
+    num_classes: int = field(default=3, metadata=limits(2, 1000))
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
-    image_size: int = 224
-    mean: float = 0.449
-    std: float = 0.226
-    mode: str = "raw"
-    margin: float = 0.1
-    mask_source: str = "none"
+    image_size: int = field(default=224, metadata=limits(16, 2048))
+    mean: float = field(default=0.449, metadata=limits(0.0, 1.0))
+    std: float = field(default=0.226, metadata=limits(1e-3, 10.0))
+    mode: str = field(default="raw", metadata=limits(choices=INPUT_MODES))
+    margin: float = field(default=CROP_MARGIN, metadata=limits(0.0, 1.0))
+    mask_source: str = field(default="none", metadata=limits(choices=MASK_SOURCES))
     pretrained: bool = False
     init_weights: str | None = None
-    working_size: int = 256
-    temperature: float = 1.0
+    working_size: int = field(default=WORKING_SIZE, metadata=limits(32, 4096))
+    temperature: float = field(default=1.0, metadata=limits(0.01, 100.0))
+
+    def __post_init__(self) -> None:
+        check_values(self)  # the architecture is checked where it is built (lungcls.models.classifiers)
+        if len(self.class_names) != self.num_classes or len(set(self.class_names)) != len(self.class_names):
+            raise ConfigError(
+                "class_names", f"needs {self.num_classes} different names (num_classes), got {self.class_names}"
+            )
 
 
 @dataclass
@@ -111,16 +158,19 @@ class PostprocessConfig:
             noise it does not.
     """
 
-    threshold: float = 0.5
-    keep_largest: int = 2
+    threshold: float = field(default=0.5, metadata=limits(0.0, 1.0))
+    keep_largest: int = field(default=2, metadata=limits(0, 100))
     fill_holes: bool = True
-    min_lung_fraction: float = 0.02
-    max_lung_fraction: float = 0.65
-    min_side_ratio: float = 0.2
-    max_midline_share: float = 0.5
-    max_centre_offset: float = 0.3
-    max_uncertain_share: float = 0.3
-    min_mean_confidence: float = 0.935
+    min_lung_fraction: float = field(default=0.02, metadata=limits(0.0, 1.0))
+    max_lung_fraction: float = field(default=0.65, metadata=limits(0.0, 1.0))
+    min_side_ratio: float = field(default=0.2, metadata=limits(0.0, 1.0))
+    max_midline_share: float = field(default=0.5, metadata=limits(0.0, 1.0))
+    max_centre_offset: float = field(default=0.3, metadata=limits(0.0, 1.0))
+    max_uncertain_share: float = field(default=0.3, metadata=limits(0.0, 1.0))
+    min_mean_confidence: float = field(default=0.935, metadata=limits(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 @dataclass
@@ -134,13 +184,18 @@ class AugmentConfig:
         it moves the heart); p: probability that an image is augmented at all.
     """
 
-    rotation: float = 10.0
-    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    translate: float = 0.06
-    brightness: float = 0.1
-    contrast: float = 0.1
-    hflip: float = 0.0
-    p: float = 1.0
+    rotation: float = field(default=10.0, metadata=limits(0.0, 180.0))
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1], metadata=limits(0.1, 10.0))
+    translate: float = field(default=0.06, metadata=limits(0.0, 1.0))
+    brightness: float = field(default=0.1, metadata=limits(0.0, 1.0))
+    contrast: float = field(default=0.1, metadata=limits(0.0, 1.0))
+    hflip: float = field(default=0.0, metadata=limits(0.0, 1.0))
+    p: float = field(default=1.0, metadata=limits(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        check_values(self)
+        if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
+            raise ConfigError("scale", f"needs two values (min, max) with min <= max, got {self.scale}")
 
 
 @dataclass
@@ -173,26 +228,29 @@ class TrainConfig:
             epochs, validate and save the average (0 = off).
     """
 
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
-    patience: int = 0
-    seed: int = 0
+    epochs: int = field(default=40, metadata=limits(1, 100_000))
+    batch_size: int = field(default=32, metadata=limits(1, 1_000_000))
+    lr: float = field(default=1e-3, metadata=limits(1e-9, 10.0))
+    weight_decay: float = field(default=1e-4, metadata=limits(0.0, 10.0))
+    warmup_epochs: float = field(default=1.0, metadata=limits(0.0, 100_000))
+    min_lr_ratio: float = field(default=0.01, metadata=limits(0.0, 1.0))
+    grad_clip: float = field(default=1.0, metadata=limits(0.0, 1e6))
+    patience: int = field(default=0, metadata=limits(0, 100_000))
+    seed: int = field(default=0, metadata=limits(0, 2**63 - 1))
     amp: bool = True
     amp_cpu: bool = False
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
     device: str = "auto"
-    placement: str = "auto"
-    label_smoothing: float = 0.0
+    placement: str = field(default="auto", metadata=limits(choices=("auto", "device", "host")))
+    label_smoothing: float = field(default=0.0, metadata=limits(0.0, 0.99))
     class_weighting: bool = False
-    ema_epochs: float = 0.0
+    ema_epochs: float = field(default=0.0, metadata=limits(0.0, 100_000))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
 
 def to_dict(config: Any) -> dict:
@@ -216,7 +274,10 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     values = {}
     for name, value in data.items():
         values[name] = _check(hints[name], value, f"{where}{name}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e.field}", e.reason) from None
 
 
 def _check(hint: Any, value: Any, name: str) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_bytes, write_text
+from .output_policy import check_folder
 from .cls.train import train_classifier
 from .data.phantoms import write_phantom_set
 from .pipeline import Pipeline
@@ -40,8 +41,8 @@ def run_demo(
     progress: bool = True, overwrite: bool = False,
 ) -> DemoResult:  # fmt: skip
     """Train a small U-Net and two small classifiers (raw, masked), evaluate them, and write figures,
-    ``report.md`` and ``report.html`` into ``out``."""
-    out = Path(out)
+    ``report.md`` and ``report.html`` into ``out`` (a folder that holds anything is refused unless ``overwrite``)."""
+    out = check_folder(out, force=overwrite)  # a folder with an earlier demo is replaced only with overwrite
     synthetic = data is None
     if synthetic:
         data = [write_phantom_set(out / "data", per_class=per_class, size=128, seed=seed)]
@@ -63,12 +64,13 @@ def run_demo(
             test = r.reports["test"]
             write_bytes(out / f"confusion_{mode}.png", figure_png(confusion_figure(test, f"{mode}: Test accuracy {test.accuracy:.3f}")))
     pipe = Pipeline(seg.model, runs["masked"].model)
-    pipe.save(out / "bundle")
+    pipe.save(out / "bundle", force=overwrite)
     result = DemoResult(out, pipe, seg.reports.get("test"), {m: r.reports.get("test") for m, r in runs.items()}, synthetic)
     write_text(out / "report.md", _report(result, data))
     from .html_report import write_html_report
 
-    write_html_report(out, out / "report.html", title="lungcls demo" + (" (SYNTHETIC phantoms)" if synthetic else ""))
+    write_html_report(out, out / "report.html", title="lungcls demo" + (" (SYNTHETIC phantoms)" if synthetic else ""),
+                      force=overwrite)
     return result
 
 

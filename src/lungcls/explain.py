@@ -45,13 +45,14 @@ def explain(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from .masking import lung_boxes
+    from .models.classifiers import cam_layer
 
     task, model = classifier.task, classifier.model
     x01, lungs, _ = task.prepare(images, masks)
     x = task.normalize(x01).float()
     was = [p.requires_grad for p in model.parameters()]
     try:
-        with torch.enable_grad(), cam_class(method)(model=model, target_layers=[model.layer4[-1]]) as cam:
+        with torch.enable_grad(), cam_class(method)(model=model, target_layers=[cam_layer(model, classifier.cfg.arch)]) as cam:
             chosen = [ClassifierOutputTarget(int(t)) for t in targets] if targets is not None else None
             maps = cam(input_tensor=x, targets=chosen).astype(np.float32)
     finally:

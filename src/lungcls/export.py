@@ -12,23 +12,26 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path, write_json
+from .atomic import write_json
+from .cls.calibration import calibrated
+from .cls.task import ClassificationTask
 from .errors import LungclsError
+from .output_policy import staged_folder
 from .pipeline import Pipeline
-from .preprocess import normalize
+from .seg.task import SegmentationTask
 
 
 class _WithPreprocessing(torch.nn.Module):
-    """[0, 1] images -> probabilities: the stage's normalisation, its network, its output head (and the
-    classifier's calibration temperature)."""
+    """[0, 1] images -> probabilities: the stage's Task (its normalisation and network), then its output head
+    (the segmenter's sigmoid; the classifier's calibrated softmax)."""
 
-    def __init__(self, model: torch.nn.Module, mean: float, std: float, head: str, temperature: float = 1.0) -> None:
+    def __init__(self, task: SegmentationTask | ClassificationTask, temperature: float | None = None) -> None:
         super().__init__()
-        self.model, self.mean, self.std, self.head, self.temperature = model, mean, std, head, temperature
+        self.task, self.model, self.temperature = task, task.model, temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(normalize(x, self.mean, self.std))
-        return torch.sigmoid(y) if self.head == "sigmoid" else torch.softmax(y / self.temperature, dim=1)
+        y = self.task.logits(self.task.normalize(x))
+        return torch.sigmoid(y) if self.temperature is None else calibrated(y, self.temperature)
 
 
 def wrapped(pipe: Pipeline) -> dict[str, tuple[torch.nn.Module, int]]:
@@ -36,43 +39,50 @@ def wrapped(pipe: Pipeline) -> dict[str, tuple[torch.nn.Module, int]]:
     mode (the pipeline's own models stay where they are)."""
     import copy
 
+    cpu = torch.device("cpu")
     out = {}
     if pipe.segmenter is not None:
         c = pipe.segmenter.cfg
-        out["segmenter"] = (
-            _WithPreprocessing(copy.deepcopy(pipe.segmenter.model).float().cpu().eval(), c.mean, c.std, "sigmoid"),
-            c.image_size,
-        )
+        net = copy.deepcopy(pipe.segmenter.model).float().eval()
+        out["segmenter"] = (_WithPreprocessing(SegmentationTask(net, c, cpu, channels_last=False)), c.image_size)
     c = pipe.classifier.cfg
-    out["classifier"] = (
-        _WithPreprocessing(copy.deepcopy(pipe.classifier.model).float().cpu().eval(), c.mean, c.std, "softmax", c.temperature),
-        c.image_size,
-    )
+    net = copy.deepcopy(pipe.classifier.model).float().eval()
+    out["classifier"] = (_WithPreprocessing(ClassificationTask(net, c, cpu, channels_last=False), c.temperature), c.image_size)
     return out
 
 
-def export_onnx(pipe: Pipeline, out: str | Path, opset: int = 17) -> list[Path]:
+EXPORT_OUTPUTS = ("segmenter.onnx", "classifier.onnx", "export.json")
+
+
+def export_onnx(pipe: Pipeline, out: str | Path, opset: int = 17, force: bool = False) -> list[Path]:
     """Write ``segmenter.onnx``, ``classifier.onnx`` and ``export.json`` into ``out``; returns the ONNX paths.
 
+    ``force`` replaces an earlier export in ``out``; else a folder that holds anything is refused
+    (see :mod:`lungcls.output_policy`).
+
     Raises:
-        LungclsError: the ``export`` extra (onnx) is not installed.
+        LungclsError: the ``export`` extra (onnx) is not installed; ``out`` is in the way.
     """
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise LungclsError("ONNX export needs the onnx package: pip install 'lungcls[export]'") from None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out, force, EXPORT_OUTPUTS) as staging:
+        names = _export(pipe, staging, opset)
+    return [Path(out) / n for n in names]
+
+
+def _export(pipe: Pipeline, out: Path, opset: int) -> list[str]:
     written = []
     for name, (module, size) in wrapped(pipe).items():
         example = torch.rand(2, 1, size, size)
-        with atomic_path(out / f"{name}.onnx") as tmp, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
             torch.onnx.export(
-                module, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
+                module, (example,), str(out / f"{name}.onnx"), dynamo=False, opset_version=opset, input_names=["images"],
                 output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
             )  # fmt: skip
-        written.append(out / f"{name}.onnx")
+        written.append(f"{name}.onnx")
     write_json(out / "export.json", {
         "format": "onnx", "opset": opset, "input": "float32 (N, 1, S, S) in [0, 1]",
         "segmenter": {"size": pipe.segmenter.cfg.image_size, "postprocess": vars(pipe.segmenter.post)} if pipe.segmenter else None,

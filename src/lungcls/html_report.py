@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .atomic import write_text
 from .errors import LungclsError
+from .output_policy import check_file
 
 #: figure file patterns, in the order they appear on the page, with their section titles
 SECTIONS = (
@@ -34,14 +35,18 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px soli
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"""
 
 
-def write_html_report(folder: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
-    """Write the page for ``folder`` (default ``folder/report.html``) and return its path.
+def write_html_report(
+    folder: str | Path, out: str | Path | None = None, title: str | None = None, force: bool = False
+) -> Path:
+    """Write the page for ``folder`` (default ``folder/report.html``) and return its path; an existing page is
+    replaced only with ``force`` (see :mod:`lungcls.output_policy`).
 
     Raises:
-        LungclsError: ``folder`` holds nothing to report (no figures, tables, history or config).
+        LungclsError: ``folder`` holds nothing to report (no figures, tables, history or config), or the page
+            is in the way.
     """
     folder = Path(folder)
-    out = Path(out) if out is not None else folder / "report.html"
+    out = check_file(Path(out) if out is not None else folder / "report.html", force)
     write_text(out, render(folder, title))
     return out
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import roi_align
 
-MODES = ("raw", "masked", "cropped", "masked-cropped")
+from .config import INPUT_MODES as MODES
 
 
 def check_mode(mode: str) -> str:

@@ -8,7 +8,10 @@ summary), so a card can be written for any loaded or freshly trained pipeline.
 
 from __future__ import annotations
 
+import logging
 import math
+
+log = logging.getLogger(__name__)
 
 INTENDED_USE = [
     "**Research use only. Not a diagnostic device**: not clinically validated; must not be used to diagnose,",
@@ -27,6 +30,8 @@ LIMITS = [
 
 def warnings_for(info: dict, kind: str) -> list[str]:
     """Plain warnings for a stage's card: synthetic data, a small or short training, metrics near chance."""
+    from .cls.calibration import TEMPERATURE_BOUNDS
+
     out = []
     data, train = info.get("data", {}), info.get("train", {})
     sources = data.get("sources", [])
@@ -41,8 +46,41 @@ def warnings_for(info: dict, kind: str) -> list[str]:
         if test.get("accuracy", 1) < 1 / k + 0.1 or test.get("macro_f1", 1) < 0.5:
             out.append(f"its evaluation is near chance (accuracy {test.get('accuracy', math.nan):.2f} with {k} "
                        f"classes, macro F1 {test.get('macro_f1', math.nan):.2f})")  # fmt: skip
+    temperature = (test or {}).get("temperature") or 1.0
+    if kind == "classifier" and temperature > 0.99 * TEMPERATURE_BOUNDS[1]:
+        out.append(f"its calibration temperature reached its bound ({temperature:.1f}): on Val its outputs carried "
+                   "almost no information, so its probabilities are near uniform")  # fmt: skip
     if kind == "segmenter" and test and test.get("dice", {}).get("mean", 1) < 0.85:
         out.append(f"its Dice is low ({test['dice']['mean']:.2f}): check the outlines before using its masks")
+    return out
+
+
+def model_warnings(model) -> list[str]:
+    """The warnings of a loaded model's card, each naming the model: what is printed whenever it is used and
+    written into the CSVs and reports made with it."""
+    name = model.info.get("source", {}).get("name") or "in memory"
+    return [f"{model.kind} {name}: {w}" for w in warnings_for(model.info, model.kind)]
+
+
+def announce(warnings: list[str]) -> list[str]:
+    """Log each warning once (as lungcls warnings, which the command line prints); returns them."""
+    for w in dict.fromkeys(warnings):
+        log.warning("WARNING %s", w)
+    return warnings
+
+
+def pipeline_warnings(segmenter, classifier) -> list[str]:
+    """Both stages' card warnings, and the out-of-scope uses of the pair: masks from another segmenter than the
+    classifier was trained with, predicted masks for a classifier trained on the dataset's masks."""
+    out = model_warnings(classifier) + (model_warnings(segmenter) if segmenter is not None else [])
+    trained_with = (classifier.info.get("segmenter") or {}).get("sha256")
+    seg_source = (segmenter.info.get("source", {}) if segmenter is not None else {}).get("sha256")
+    if classifier.needs_masks and trained_with and seg_source and trained_with != seg_source:
+        out.append(f"out of scope: the classifier was trained on masks of another segmenter (weights {trained_with[:12]}) "
+                   f"than the one it is used with ({seg_source[:12]}); its figures do not hold for these masks")  # fmt: skip
+    if classifier.cfg.mask_source == "gt" and segmenter is not None:
+        out.append("out of scope: the classifier was trained on the dataset's own lung masks and is used with predicted "
+                   "masks; its figures do not hold for them")  # fmt: skip
     return out
 
 

@@ -11,12 +11,17 @@ lung_fraction  share of the image that is lung (computed on the working-size mas
 box_x0..box_y1 the lungs' bounding box in the image's own pixels (x1, y1 exclusive), empty when no lung
 flags          mask-quality and other flags, ``;``-separated
 error          why the file could not be read (empty when it could)
+model_warnings the warnings of the models' cards (synthetic, smoke, near chance, out of scope), ``;``-separated
 ============== =====================================================================================
+
+Every writer here follows :mod:`lungcls.output_policy`: nothing existing is replaced unless ``force``, and
+a folder's outputs appear together when they are complete.
 
 ``classify`` and ``predict`` add ``predicted`` and ``p_<class>`` (calibrated probabilities);
 ``predict --explain`` adds ``in_lung_saliency``. Masks written by ``segment`` are the working-size
 masks brought to each image's own size (bilinear on {0, 1}, then > 0.5); crops use the classifier's
-crop rule (:func:`lungcls.masking.lung_boxes`, margin :data:`CROP_MARGIN`).
+crop rule (:func:`lungcls.masking.lung_boxes`), with the loaded classifier's margin (``segment``, which
+has no classifier: :data:`lungcls.defaults.CROP_MARGIN`).
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ import numpy as np
 import torch
 
 from .atomic import write_bytes, write_text
-from .config import ClassifierConfig
+from .defaults import CROP_MARGIN, WORKING_SIZE
 from .errors import ImageReadError
+from .masking import lung_boxes
+from .model_card import announce, model_warnings
+from .output_policy import check_file, staged_folder
 from .reader import Size, read_images
 from .seg.segmenter import Segmenter, describe
-
-CROP_MARGIN = ClassifierConfig().margin
 COMMON_FIELDS = ["path", "name", "width", "height", "lung_fraction", "box_x0", "box_y0", "box_x1", "box_y1",
-                 "flags", "error"]  # fmt: skip
+                 "flags", "error", "model_warnings"]  # fmt: skip
+#: what ``segment`` and ``predict`` write into their output folders (see :func:`lungcls.output_policy.staged_folder`)
+SEGMENT_OUTPUTS = ("masks", "overlays", "crops", "segment.csv")
+PREDICT_OUTPUTS = ("explain", "predictions.csv")
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:
@@ -57,8 +66,8 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def segment_files(
-    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = 256, progress: bool = True,
-    masks_only: bool = False,
+    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = WORKING_SIZE, progress: bool = True,
+    masks_only: bool = False, force: bool = False,
 ) -> list[dict]:  # fmt: skip
     """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``.
 
@@ -67,22 +76,31 @@ def segment_files(
     Args:
         size: the working size the masks are made at (the same as ``Pipeline``'s).
         masks_only: write ``masks/`` and ``segment.csv`` only (no overlays, no crops).
+        force: replace the outputs of an earlier run in ``out`` (see :mod:`lungcls.output_policy`).
 
     Returns:
         One dict per input (the CSV rows).
+
+    Raises:
+        OutputExistsError: ``out`` is a file, or holds files and ``force`` was not given.
     """
-    from .masking import lung_boxes
+    with staged_folder(out, force, SEGMENT_OUTPUTS) as staging:
+        return _segment_into(paths, segmenter, staging, size, progress, masks_only)
+
+
+def _segment_into(paths: Sequence[Path], segmenter: Segmenter, out: Path, size: int, progress: bool,
+                  masks_only: bool) -> list[dict]:  # fmt: skip
     from .progress import progress_bar
 
-    out = Path(out)
+    warnings = "; ".join(announce(model_warnings(segmenter)))
     names = dict(zip(paths, unique_names(paths)))
     rows: list[dict] = []
     bar = progress_bar(total=len(paths), desc="segmenting", unit="img", enabled=progress)
     for chunk in _chunks(paths, segmenter.batch_size):
         read = read_images(chunk, (size, size), keep_native=True)
-        masks, flags = segmenter.masks(torch.from_numpy(read.images)[:, None]) if len(read.images) else (None, [])
-        results = describe(masks, flags) if masks is not None else []
-        crops = lung_boxes(masks, CROP_MARGIN)[0].tolist() if masks is not None else []
+        batch = segmenter.masks(torch.from_numpy(read.images)[:, None]) if len(read.images) else None
+        results = describe(batch) if batch is not None else []
+        crops = lung_boxes(batch.masks, CROP_MARGIN)[0].tolist() if batch is not None else []
         for path, slot in zip(chunk, read.slots):
             if isinstance(slot, ImageReadError):
                 rows.append({"path": str(path), "name": names[path], "error": slot.reason})
@@ -93,6 +111,8 @@ def segment_files(
             rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size))
         bar.update(len(chunk))
     bar.close()
+    for row in rows:
+        row["model_warnings"] = warnings
     write_csv(out / "segment.csv", rows, COMMON_FIELDS)
     return rows
 
@@ -115,6 +135,28 @@ def write_segmentation(
     if crop is not None:
         x0, y0, x1, y1 = box_at(crop, size, native.shape)
         write_bytes(out / "crops" / f"{name}.png", png(native[y0:y1, x0:x1]))
+
+
+def classify_to_csv(paths: Sequence[Path], pipe, out: str | Path, force: bool = False, progress: bool = True) -> list[dict]:
+    """``lungcls classify``: predict each file and write the rows to the CSV file ``out`` (refused when it exists,
+    unless ``force``: then replaced atomically). Returns the rows."""
+    out = check_file(out, force)
+    rows = predict_files(paths, pipe, progress=progress)
+    write_csv(out, rows, prediction_fields(pipe.class_names))
+    return rows
+
+
+def predict_to_folder(
+    paths: Sequence[Path], pipe, out: str | Path, force: bool = False, explain: bool = False,
+    cam_method: str = "gradcam", cam_target: str | None = None, progress: bool = True,
+) -> list[dict]:  # fmt: skip
+    """``lungcls predict``: ``predictions.csv`` (and with ``explain`` an ``explain/`` picture per image) in the
+    folder ``out`` (see :mod:`lungcls.output_policy`). Returns the rows."""
+    with staged_folder(out, force, PREDICT_OUTPUTS) as staging:
+        rows = predict_files(paths, pipe, explain_dir=staging / "explain" if explain else None, progress=progress,
+                             cam_method=cam_method, cam_target=cam_target)  # fmt: skip
+        write_csv(staging / "predictions.csv", rows, prediction_fields(pipe.class_names, explain))
+    return rows
 
 
 def predict_files(
@@ -150,9 +192,7 @@ def predict_files(
         preds = pipe.predict_batch(batch, segmented=segmented) if len(batch) else []
         shares: list[float] = [math.nan] * len(preds)
         if segment_dir is not None and segmented is not None:
-            from .masking import lung_boxes
-
-            crops = lung_boxes(segmented[0], CROP_MARGIN)[0].tolist()
+            crops = lung_boxes(segmented.masks, pipe.classifier.cfg.margin)[0].tolist()
             for path, slot in zip(chunk, read.slots):
                 if not isinstance(slot, ImageReadError):
                     p = preds[slot]
@@ -160,7 +200,7 @@ def predict_files(
                                        crops[slot] if p.box else None, s)  # fmt: skip
         if explain_dir is not None and preds:
             readable = [p for p, slot in zip(chunk, read.slots) if not isinstance(slot, ImageReadError)]
-            masks = segmented[0] if segmented is not None else None
+            masks = segmented.masks if segmented is not None else None
             shares = _explain(pipe, batch, masks, preds, read.natives, [names[p] for p in readable],
                               Path(explain_dir), cam_method, cam_target)  # fmt: skip
         for path, slot in zip(chunk, read.slots):
@@ -171,6 +211,7 @@ def predict_files(
             row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s)
             row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
             row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
+            row["model_warnings"] = "; ".join(pipe.warnings)
             rows.append(row)
         bar.update(len(chunk))
     bar.close()
@@ -180,7 +221,7 @@ def predict_files(
 def prediction_fields(class_names: Sequence[str], explain: bool = False) -> list[str]:
     """The columns of ``classify.csv`` / ``predictions.csv``."""
     head, tail = COMMON_FIELDS[:4], COMMON_FIELDS[4:]
-    return head + ["predicted", *[f"p_{n}" for n in class_names]] + tail[:-1] + (["in_lung_saliency"] if explain else []) + tail[-1:]
+    return head + ["predicted", *[f"p_{n}" for n in class_names]] + tail[:-2] + (["in_lung_saliency"] if explain else []) + tail[-2:]
 
 
 def common_row(path: Path, name: str, native: Size, fraction: float, box, flags: Sequence[str], size: int) -> dict:

@@ -12,6 +12,7 @@ from, versions), ``segmenter/`` and ``classifier/`` (each ``config.json`` + ``mo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
 from .atomic import write_json, write_text
+from .model_card import announce, pipeline_warnings
+from .output_policy import staged_folder
 from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import CheckpointError, ImageReadError, LungclsError
-from .reader import read_images, resize_image
-from .seg.segmenter import Segmenter, describe
+from .reader import check_side, read_images, resize_image
+from .seg.segmenter import MaskBatch, Segmenter, describe
+from .version import __version__
 
+log = logging.getLogger(__name__)
 ImageLike = str | Path | np.ndarray | torch.Tensor
+BUNDLE_OUTPUTS = ("segmenter", "classifier", "pipeline.json", "MODEL_CARD.md")
 SegmenterLike = Segmenter | str | Path
 
 
@@ -68,6 +73,8 @@ class Pipeline:
         self.segmenter, self.classifier = segmenter, classifier
         self.size = classifier.cfg.working_size
         self.reports: dict[str, object] = {}  # evaluation reports, when the pipeline was just trained
+        #: the models' card warnings and out-of-scope uses; logged once here, written into CSVs and bundles
+        self.warnings = announce(pipeline_warnings(segmenter, classifier))
 
     @property
     def mode(self) -> str:
@@ -96,35 +103,38 @@ class Pipeline:
             CheckpointError: ``path`` is neither (the message says what it found), or the classifier's
                 segmenter cannot be found.
         """
-        path = Path(path)
         classifier = Classifier.load(path, device, batch_size=batch_size)
         if isinstance(segmenter, Segmenter):
             return cls(segmenter, classifier)
-        spec = segmenter
-        if spec is None:
-            bundled = (path / "pipeline.json").is_file() and (path / "segmenter" / "config.json").is_file()
-            spec = path if bundled else classifier.segmenter_spec()
+        spec = segmenter if segmenter is not None else classifier.segmenter_spec()
         seg = Segmenter.load(spec, device, batch_size=batch_size) if spec is not None else None
         return cls(seg, classifier)
 
-    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
-        """Write a bundle folder from the models in memory: both stages' weights and configs,
-        ``pipeline.json`` and ``MODEL_CARD.md``. Works for a pipeline that was never on disk.
+    def save(self, path: str | Path, metrics: dict | None = None, force: bool = False) -> Path:
+        """Write a bundle folder from the models in memory: both stages' weights and configs (with their
+        SHA-256, which loading checks), ``pipeline.json`` and ``MODEL_CARD.md``. Works for a pipeline that
+        was never on disk.
 
         Args:
             metrics: extra figures to quote in the model card.
+            force: replace the bundle in ``path`` (see :mod:`lungcls.output_policy`); else a folder that holds
+                anything is refused.
         """
+        with staged_folder(path, force, BUNDLE_OUTPUTS) as staging:
+            self._write_bundle(staging, metrics)
+        return Path(path)
+
+    def _write_bundle(self, path: Path, metrics: dict | None) -> None:
         from .model_card import pipeline_card
 
-        path = Path(path)
         seg_source = None
         if self.segmenter is not None:
             sha = self.segmenter.save(path / "segmenter")
             source = self.segmenter.info.get("source", {})
             seg_source = {"origin": source.get("origin", "memory"), "name": source.get("name"), "sha256": sha,
                           "source_sha256": source.get("sha256")}  # fmt: skip
-        cls_sha = self.classifier.save(path / "classifier", segmenter={"origin": "bundle", "path": "../segmenter"}
-                                       if self.segmenter is not None else None)  # fmt: skip
+        linked = {"origin": "bundle", "path": "../segmenter"} if self.segmenter is not None else None
+        cls_sha = self.classifier.save(path / "classifier", segmenter=linked)
         meta = {
             "format": "lungcls-bundle/2",
             "lungcls": __version__,
@@ -134,11 +144,11 @@ class Pipeline:
             "segmenter": seg_source,
             "classifier": {"sha256": cls_sha},
             "postprocess": vars(self.segmenter.post) if self.segmenter else None,
+            "warnings": self.warnings,
             "metrics": metrics or {},
         }
         write_json(path / "pipeline.json", meta)
         write_text(path / "MODEL_CARD.md", pipeline_card(self, meta))
-        return path
 
     @classmethod
     def train(
@@ -153,13 +163,17 @@ class Pipeline:
         progress: bool = True,
         overwrite: bool = False,
         strict: bool = False,
+        resume: bool = False,
+        tensorboard: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> Pipeline:
         """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
 
-        Writes ``out/cache`` (the packed data, split once for both stages when the data has no split),
+        Writes ``out/cache`` (or ``cache_dir``: the packed data, split once for both stages when the data has no split),
         ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The configs default to
-        the ``default`` recipes of :mod:`lungcls.recipes`. The returned pipeline holds the trained models
-        and their evaluation reports (:attr:`reports`).
+        the ``auto`` recipes of :mod:`lungcls.recipes`. The returned pipeline holds the trained models
+        and their evaluation reports (:attr:`reports`). ``resume`` goes on where an interrupted call stopped:
+        a stage whose run is complete is loaded, an interrupted one resumed, a missing one trained.
         """
         import dataclasses
 
@@ -168,16 +182,20 @@ class Pipeline:
         from .seg.train import train_segmenter
 
         out = Path(out)
-        cls_model = dataclasses.replace(cls_config or classifier_recipe("default")[0], mode=mode)
-        seg_run = train_segmenter(data, out / "segmenter", seg_config, seg_train, cache_dir=out / "cache",
-                                  progress=progress, overwrite=overwrite, strict=strict)  # fmt: skip
-        cls_run = train_classifier([out / "cache"], out / "classifier", cls_model, cls_train,
-                                   segmenter=seg_run.model if mode != "raw" else None, progress=progress,
-                                   overwrite=overwrite, strict=strict)  # fmt: skip
-        pipe = cls(seg_run.model, cls_run.model)  # a raw classifier keeps the trained segmenter all the same
-        pipe.reports = {**{f"segmenter_{k}": v for k, v in seg_run.reports.items()},
-                        **{f"classifier_{k}": v for k, v in cls_run.reports.items()}}  # fmt: skip
-        pipe.save(out / "bundle")
+        if cls_config is None:
+            cls_config = classifier_recipe(device=cls_train.device if cls_train else None)[0]
+        cls_model = dataclasses.replace(cls_config, mode=mode)
+        common = {"cache_dir": Path(cache_dir or out / "cache"), "progress": progress, "overwrite": overwrite, "strict": strict,
+                  "tensorboard": tensorboard}  # fmt: skip
+        seg, seg_reports = _stage(Segmenter, out / "segmenter", resume, lambda again: train_segmenter(
+            data, out / "segmenter", seg_config, seg_train, resume=again, **common))  # fmt: skip
+        classifier, cls_reports = _stage(Classifier, out / "classifier", resume, lambda again: train_classifier(
+            [common["cache_dir"]], out / "classifier", cls_model, cls_train, segmenter=seg if mode != "raw" else None,
+            resume=again, **common))  # fmt: skip
+        pipe = cls(seg, classifier)  # a raw classifier keeps the trained segmenter all the same
+        pipe.reports = {**{f"segmenter_{k}": v for k, v in seg_reports.items()},
+                        **{f"classifier_{k}": v for k, v in cls_reports.items()}}  # fmt: skip
+        pipe.save(out / "bundle", force=resume or overwrite)
         return pipe
 
     # -- inference ----------------------------------------------------------------------------
@@ -225,7 +243,7 @@ class Pipeline:
         if self.segmenter is None:
             raise LungclsError("this pipeline has no segmenter")
         batch, slots = self.load_batch(images)
-        masks = self.segmenter.masks(batch)[0][:, 0].cpu().numpy() if len(batch) else []
+        masks = self.segmenter.masks(batch).masks[:, 0].cpu().numpy() if len(batch) else []
         return [None if isinstance(slot, ImageReadError) else masks[slot] for slot in slots]
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
@@ -241,15 +259,15 @@ class Pipeline:
 
     def predict_batch(
         self, batch: torch.Tensor, slots: list[int | ImageReadError] | None = None,
-        segmented: tuple[torch.Tensor, list[list[str]]] | None = None,
+        segmented: MaskBatch | None = None,
     ) -> list[Prediction]:  # fmt: skip
         """:meth:`predict` for a uint8 (N, 1, S, S) batch already at the working size (and slots from
         :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed."""
         slots = list(range(len(batch))) if slots is None else slots
         masks, segs = None, None
         if self.segmenter is not None and len(batch):
-            masks, flags = segmented or self.segmenter.masks(batch)  # on the device; the classifier reads them there
-            segs = describe(masks, flags)
+            segmented = segmented or self.segmenter.masks(batch)  # on the device; the classifier reads them there
+            masks, segs = segmented.masks, describe(segmented)
         probs, empty = self.classifier.probabilities(batch, masks)
         out = []
         for slot in slots:
@@ -285,7 +303,7 @@ class Pipeline:
         from .explain import explain
 
         batch = self.images(images)
-        masks = self.segmenter.masks(batch)[0] if self.segmenter is not None else None
+        masks = self.segmenter.masks(batch).masks if self.segmenter is not None else None
         return explain(self.classifier, batch, masks, targets, method)
 
 
@@ -302,7 +320,22 @@ def _as_arrays(item: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         raise ValueError(f"expected (N, 1, H, W), got shape {a.shape}")
     if a.ndim not in (2, 3, 4):
         raise ValueError(f"expected an image (H, W) or a batch (N, H, W) / (N, 1, H, W), got shape {a.shape}")
+    if problem := check_side(a.shape[-2], a.shape[-1]):
+        raise ValueError(f"array of shape {a.shape}: {problem}")
     return [np.ascontiguousarray(x) for x in a.reshape((-1,) + a.shape[-2:])]
+
+
+def _stage(model_class, folder: Path, resume: bool, train) -> tuple:
+    """(model, reports) of one stage of :meth:`Pipeline.train`: trained by ``train(resume)``, or, when resuming,
+    loaded from its complete run or resumed from its interrupted one."""
+    from .runs import run_state
+
+    state = run_state(folder) if resume else "empty"
+    if state == "complete":
+        log.info("%s: complete in %s (not trained again)", model_class.kind, folder)
+        return model_class.load(folder), {}
+    run = train(state == "interrupted")
+    return run.model, run.reports
 
 
 __all__ = ["Pipeline", "Prediction", "CheckpointError"]

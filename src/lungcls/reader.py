@@ -16,13 +16,16 @@ Documented conversions:
   area interpolation when shrinking, bilinear when enlarging. Masks: any nonzero pixel is lung,
   nearest-neighbour resize, values {0, 1}.
 
-Files that are empty, truncated, corrupt, not images, or that claim more than ``max_pixels``
-pixels (a decompression bomb) raise :class:`~lungcls.errors.ImageReadError` naming the file.
+Files that are empty, truncated, corrupt, not images, smaller than :data:`~lungcls.defaults.MIN_IMAGE_SIDE`
+pixels on a side, or that claim more than ``max_pixels`` pixels (a decompression bomb, refused before
+decoding with one message whichever library notices) raise :class:`~lungcls.errors.ImageReadError`
+naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +34,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .defaults import MAX_PIXELS, MIN_IMAGE_SIDE, WORKING_SIZE
 from .errors import ImageReadError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
-DEFAULT_SIZE = (256, 256)
-#: Largest image accepted, in pixels. A 4,300 x 3,500 CXR is 15 M; the limit leaves room.
-MAX_PIXELS = 100_000_000
+DEFAULT_SIZE = (WORKING_SIZE, WORKING_SIZE)
 
 Size = tuple[int, int]
 
@@ -78,10 +80,26 @@ def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedImage
     if _is_dicom(path):
         from .dicom import decode_dicom  # optional extra, imported only when needed
 
-        native, mode = decode_dicom(path)
+        native, mode = decode_dicom(path, lambda h, w: check_side(h, w, max_pixels))
         return DecodedImage(_to_uint8(native, path), mode, "DICOM", _hash(native))
     native, mode, fmt = _decode_pil(path, max_pixels)
     return DecodedImage(_to_uint8(native, path), mode, fmt, _hash(native))
+
+
+def check_side(height: int, width: int, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why an image of ``height`` x ``width`` pixels is refused (too small, or over the size limit), else None."""
+    if min(height, width) < MIN_IMAGE_SIDE:
+        return (f"image is {width}x{height} pixels, smaller than the minimum of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
+                "(too small to hold lung fields)")  # fmt: skip
+    if height * width > max_pixels:
+        return over_limit(height * width, max_pixels, f"{width}x{height}")
+    return None
+
+
+def over_limit(pixels: int, max_pixels: int, dims: str = "") -> str:
+    """The one message for an image over the size limit (whichever library noticed it)."""
+    return (f"image has {pixels:,} pixels{f' ({dims})' if dims else ''}, over the limit of {max_pixels:,}; "
+            "refused before decoding (a possible decompression bomb)")
 
 
 def read_image(path: str | Path, size: Size | None = DEFAULT_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -136,17 +154,18 @@ def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with Image.open(path) as img:
                 w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageReadError(path, f"image claims {w}x{h} pixels, over the limit of {max_pixels:,}")
                 if w == 0 or h == 0:
                     raise ImageReadError(path, f"image has no pixels ({w}x{h})")
+                if problem := check_side(h, w, max_pixels):
+                    raise ImageReadError(path, problem)
                 fmt, mode = img.format or "unknown", img.mode
                 img = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
                 native = _pil_to_array(img)
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"image size over the limit, decompression bomb refused ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL noticed first: "Image size (N pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageReadError(path, over_limit(int(found.group(1)) if found else max_pixels + 1, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports truncation and bad chunks this way

@@ -2,13 +2,16 @@
 all start from these, so the same name always trains the same thing.
 
 A recipe is a model config plus a training config. Options given by the caller override single
-fields by name; ``None`` means "the recipe's value" (the CLI's option defaults are all ``None``)::
+fields by name; ``None`` means "the recipe's value" (the CLI's option defaults are all ``None``); the
+recipe ``auto`` (the default, and what the CLI's ``--recipe`` means when not given) is ``default`` on a
+GPU and ``cpu`` on a CPU::
 
     model, train = classifier_recipe("cpu", mode="masked", epochs=4)
 
 Recipes per stage:
 
 ========== =================================================================================================
+auto       ``default`` where training runs on a GPU, else ``cpu`` (and says so): what no ``--recipe`` means
 default    the GPU recipe: U-Net(resnet34) at 256 px, 40 epochs / ResNet-50 at 224 px, 80 epochs, label
            smoothing 0.1, class-weighted loss (bf16 + channels_last on CUDA)
 cpu        minutes on a laptop CPU: U-Net(resnet18, 4 stages) at 128 px, 12 epochs / ResNet-18 at 128 px, 8 epochs
@@ -20,10 +23,13 @@ demo       ``lungcls demo``: tiny models at 64 px, a few epochs (mechanics, not 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from .config import AugmentConfig, ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SEGMENTER_RECIPES: dict[str, tuple[SegmenterConfig, TrainConfig]] = {
     "default": (SegmenterConfig(), TrainConfig(epochs=40, batch_size=32, lr=1e-3)),
@@ -54,7 +60,24 @@ CLASSIFIER_RECIPES: dict[str, tuple[ClassifierConfig, TrainConfig]] = {
 RECIPES = {"segmenter": SEGMENTER_RECIPES, "classifier": CLASSIFIER_RECIPES}
 
 
-def segmenter_recipe(name: str = "default", **overrides: Any) -> tuple[SegmenterConfig, TrainConfig]:
+def resolve_recipe(name: str | None, device: str | None = None) -> str:
+    """The recipe ``auto`` (or None) means for a run on ``device``: ``default`` on a GPU, ``cpu`` on the CPU.
+
+    A CPU run never starts the GPU recipe unasked: it takes the CPU recipe and says so (the GPU recipe, 40-80
+    epochs of full-size models, takes many hours on a CPU).
+    """
+    if name not in (None, "auto"):
+        return name
+    import torch
+
+    gpu = (device or "auto").startswith("cuda") or ((device or "auto") == "auto" and torch.cuda.is_available())
+    if not gpu:
+        log.warning("no GPU: training with the 'cpu' recipe (small models, minutes to an hour); pass --recipe "
+                    "default for the GPU recipe, which takes many hours on a CPU")  # fmt: skip
+    return "default" if gpu else "cpu"
+
+
+def segmenter_recipe(name: str = "auto", **overrides: Any) -> tuple[SegmenterConfig, TrainConfig]:
     """Stage-1 recipe ``name`` with ``overrides`` (fields of :class:`SegmenterConfig` or :class:`TrainConfig`).
 
     Raises:
@@ -63,7 +86,7 @@ def segmenter_recipe(name: str = "default", **overrides: Any) -> tuple[Segmenter
     return _recipe("segmenter", name, overrides)  # type: ignore[return-value]
 
 
-def classifier_recipe(name: str = "default", **overrides: Any) -> tuple[ClassifierConfig, TrainConfig]:
+def classifier_recipe(name: str = "auto", **overrides: Any) -> tuple[ClassifierConfig, TrainConfig]:
     """Stage-2 recipe ``name`` with ``overrides`` (fields of :class:`ClassifierConfig` or :class:`TrainConfig`).
 
     Raises:
@@ -74,8 +97,9 @@ def classifier_recipe(name: str = "default", **overrides: Any) -> tuple[Classifi
 
 def _recipe(stage: str, name: str, overrides: dict[str, Any]) -> tuple[Any, TrainConfig]:
     recipes = RECIPES[stage]
+    name = resolve_recipe(name, overrides.get("device"))
     if name not in recipes:
-        raise ConfigError("recipe", f"unknown {stage} recipe {name!r}; choose one of {', '.join(recipes)}")
+        raise ConfigError("recipe", f"unknown {stage} recipe {name!r}; choose auto or one of {', '.join(recipes)}")
     model, train = recipes[name]
     # fresh copies: a recipe is never changed by its users
     model, train = dataclasses.replace(model), dataclasses.replace(train, augment=dataclasses.replace(train.augment))

@@ -1,151 +1,156 @@
-"""Where trained models live, and the one place that reads and writes them.
-
-A stage's model is a folder holding ``config.json`` (what it is, how it was trained, where its data
-came from) and ``model.safetensors`` (its weights), plus ``images.json`` (content hashes of the
-images it was trained, validated and tested on, where recorded). Such a folder is
-
-- a **run folder** written by ``train-seg`` / ``train-cls`` (with its history and checkpoints);
-- the ``segmenter/`` or ``classifier/`` folder of a **bundle** (``pipeline.json`` beside them);
-- a **built-in model** shipped inside the package (:mod:`lungcls.builtin`), named by its name.
-
-:func:`read_model` resolves any of these for a stage (``"segmenter"`` or ``"classifier"``) and
-says what it found when it is none of them.
-"""
+"""A training run's folder: starting one (never over an existing run by accident), what state it is in, what
+it records about its data and environment, and the result object a stage's training returns."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import logging
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from .atomic import write_bytes, write_json
-from .checkpoint import read_json, refuse_pickle
-from .errors import CheckpointError
+from .data.cache import PackedCache
+from .engine.trainer import FitResult
+from .errors import LungclsError
+from .store import describe, read_json
+from .version import __version__
 
-KINDS = ("segmenter", "classifier")
+log = logging.getLogger(__name__)
+
+#: what a run folder holds (``--overwrite`` removes these and nothing else)
+RUN_FILES = ("config.json", "model.safetensors", "last.json", "last.safetensors", "history.json", "history.csv",
+             "images.json", "split.csv", "eval_*", "confusion_*", "reliability_*", "outlines_*", "tensorboard")  # fmt: skip
 
 
 @dataclass
-class ModelFiles:
-    """A saved stage model as read from disk or from the package.
+class TrainResult:
+    """What training a stage produced.
 
     Attributes:
-        config: the whole ``config.json``.
-        weights: the state dict (CPU tensors, stored dtype).
-        origin: ``"run"``, ``"bundle"`` or ``"builtin"``.
-        name: the built-in model's name, else the folder's path as given.
-        folder: the folder on disk (None for a built-in model read from a zipped package).
-        sha256: SHA-256 of the weights file's bytes (what bundles and runs record to name a model).
-        images: content hashes of the images per split (``Train``, ``Val``, ``Test``), or None.
+        folder: the run folder.
+        fit: the engine's history, best epoch and metric.
+        model: the trained model at its best epoch (a :class:`~lungcls.seg.segmenter.Segmenter` or
+            :class:`~lungcls.cls.classifier.Classifier`), calibrated where the stage calibrates, ready to use.
+        reports: evaluation reports by split name (``val``, ``test``), already written to ``folder``.
+        split: what split was made for this run, if the data had none (else None).
     """
 
-    config: dict
-    weights: dict[str, torch.Tensor]
-    origin: str
-    name: str
-    folder: Path | None
-    sha256: str
-    images: dict[str, list[str]] | None
+    folder: Path
+    fit: FitResult
+    model: Any
+    reports: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
 
 
-def read_model(spec: str | Path, kind: str) -> ModelFiles:
-    """Read the ``kind`` model that ``spec`` names: a built-in model's name, a run folder, or a bundle.
-
-    Raises:
-        CheckpointError: ``spec`` is none of these (the message says what was found there), or
-            holds a model of the other stage, or its files are missing or not safetensors + JSON.
-    """
-    from . import builtin
-
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    if isinstance(spec, str) and builtin.is_builtin(spec):
-        return builtin.read(spec, kind)
-    folder, origin = locate(Path(spec), kind)
-    config = read_json(folder / "config.json")
-    found = config.get("kind")
-    if found != kind:
-        raise CheckpointError(f"{spec}: holds a {found or 'unknown'} model, not a {kind}")
-    weights_file = folder / "model.safetensors"
-    data = _read_bytes(weights_file)
-    images = read_json(folder / "images.json") if (folder / "images.json").is_file() else None
-    return ModelFiles(config, _load_safetensors(data, weights_file), origin, str(spec), folder,
-                      hashlib.sha256(data).hexdigest(), images)  # fmt: skip
+def run_state(out: str | Path) -> str:
+    """``"empty"`` (no folder, or nothing but a cache), ``"complete"`` (trained and evaluated), ``"interrupted"``
+    (a resumable checkpoint), or ``"other"`` (files that are not a run)."""
+    out = Path(out)
+    files = [p for p in out.iterdir() if p.name != "cache"] if out.is_dir() else []
+    if not files:
+        return "empty"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        try:
+            if read_json(out / "config.json").get("status") == "complete":
+                return "complete"
+        except LungclsError:
+            return "other"
+    return "interrupted" if (out / "last.json").is_file() and (out / "config.json").is_file() else "other"
 
 
-def locate(path: Path, kind: str) -> tuple[Path, str]:
-    """The folder holding ``kind``'s ``config.json`` for a run folder or a bundle, and which it was.
-
-    Raises:
-        CheckpointError: "expects a run folder or bundle (found ...)".
-    """
-    if (path / "pipeline.json").is_file():
-        sub = path / kind
-        if not (sub / "config.json").is_file():
-            raise CheckpointError(f"{path}: this bundle holds no {kind}")
-        return sub, "bundle"
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return path, "run"
-    raise CheckpointError(f"{path}: expects a {kind} run folder, a bundle or a built-in model name (found {describe(path)})")
-
-
-def describe(path: Path) -> str:
-    """A few words on what is at ``path``, for error messages."""
-    from .builtin import names
-
-    if not path.exists():
-        hint = f"; built-in models: {', '.join(names())}" if names() else ""
-        return f"nothing: no such file or folder{hint}"
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            return "a bare .safetensors file; pass the folder that holds it with its config.json"
-        if suffix in (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp", ".webp"):
-            return "an image file"
-        return f"a {suffix or 'suffix-less'} file"
-    entries = sorted(p.name for p in path.iterdir())
-    if not entries:
-        return "an empty folder"
-    if (path / "config.json").is_file():
-        return "a config.json without model.safetensors: training never saved a best model here"
-    if (path / "last.json").is_file():
-        return "an interrupted run without a best model; continue it with --resume"
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    return f"a folder with {shown}"
-
-
-def write_model(folder: str | Path, config: dict, weights: dict[str, torch.Tensor],
-                images: dict[str, list[str]] | None = None) -> str:  # fmt: skip
-    """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``, atomically each.
+def start_run(out: str | Path, kind: str, resume: bool, overwrite: bool) -> dict | None:
+    """Check the run folder before training: never train over an existing run by accident.
 
     Returns:
-        The SHA-256 of the weights file written.
+        The saved ``config.json`` when resuming (the run continues with its own settings), else None.
+
+    Raises:
+        LungclsError: ``out`` holds files and neither ``resume`` nor ``overwrite`` was given; ``resume``
+            without a resumable run; a run of the other stage.
     """
-    from safetensors.torch import save
+    out = Path(out)
+    if resume and overwrite:
+        raise LungclsError("give either --resume or --overwrite, not both")
+    if out.exists() and not out.is_dir():
+        raise LungclsError(f"--out {out} is a file, not a folder; choose a folder for the run")
+    if resume:
+        if not (out / "last.json").is_file() or not (out / "config.json").is_file():
+            raise LungclsError(f"{out}: nothing to resume (expects an interrupted run folder; found {describe(out)})")
+        saved = read_json(out / "config.json")
+        if saved.get("kind") != kind:
+            raise LungclsError(f"{out}: a {saved.get('kind')} run, not a {kind} run")
+        return saved
+    existing = [p for p in out.iterdir() if p.name != "cache"] if out.is_dir() else []
+    if existing and not overwrite:
+        shown = ", ".join(sorted(p.name for p in existing)[:5])
+        raise LungclsError(f"{out} is not empty ({shown}); pass --resume to continue that run, --overwrite to "
+                           "replace it, or choose another --out")  # fmt: skip
+    if overwrite:
+        for pattern in RUN_FILES:
+            for p in out.glob(pattern):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return None
 
-    folder = Path(folder)
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in weights.items()})
-    write_bytes(folder / "model.safetensors", data)
-    if images is not None:
-        write_json(folder / "images.json", images)
-    write_json(folder / "config.json", config)
-    return hashlib.sha256(data).hexdigest()
+
+def split_rows(cache: PackedCache, with_mask: bool = False) -> dict[str, np.ndarray]:
+    """Cache rows per split name (Train, Val, Test)."""
+    return {s: cache.indices(s, with_mask=with_mask) for s in ("Train", "Val", "Test")}
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found")
-    refuse_pickle(path)
-    return path.read_bytes()
+def images_record(cache: PackedCache, rows: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """Content hashes of the images of each split: what ``images.json`` records so later runs can check
+    that a model never saw their test images."""
+    return {s: sorted({cache.hashes[int(r)] for r in idx}) for s, idx in rows.items()}
 
 
-def _load_safetensors(data: bytes, where: Any) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
+def data_record(data: Sequence[str | Path], cache: PackedCache, rows: dict[str, np.ndarray]) -> dict:
+    """What the run's ``config.json`` says about its data: inputs as given, sources, counts, the split's hash."""
+    sources = sorted({cache.samples[int(r)].source for idx in rows.values() for r in idx})
+    return {
+        "inputs": [str(p) for p in data],
+        "sources": sources,
+        "manifest_digest": cache.digest(),
+        "split_digest": _split_digest(cache),
+        "image_size": list(cache.size),
+        "counts": {s: _class_counts(cache, idx) for s, idx in rows.items()},
+        **{f"{s.lower()}_images": int(len(idx)) for s, idx in rows.items()},
+    }
 
-    try:
-        return load(data)
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"{where}: not a readable safetensors file ({e})") from None
+
+def environment() -> dict:
+    """Library versions, Python, platform, the GPU (if any) and the command line."""
+    import segmentation_models_pytorch as smp
+    import torch
+    import torchvision
+
+    return {
+        "lungcls": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "segmentation_models_pytorch": smp.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": sys.argv,
+    }
+
+
+def _class_counts(cache: PackedCache, rows: np.ndarray) -> dict[str, int]:
+    names = cache.class_names
+    counts = np.bincount(cache.labels[rows], minlength=len(names)) if len(rows) else np.zeros(len(names), int)
+    return {n: int(c) for n, c in zip(names, counts)}
+
+
+def _split_digest(cache: PackedCache) -> str:
+    h = hashlib.sha1()
+    for s, digest in sorted(zip((x.split for x in cache.samples), cache.hashes)):
+        h.update(f"{s}:{digest}\n".encode())
+    return h.hexdigest()

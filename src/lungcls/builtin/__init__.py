@@ -1,9 +1,10 @@
 """Built-in models shipped inside the package: lung segmenters that work right after ``pip install``.
 
-Each lives in a sub-folder named after the model (``config.json``, ``model.safetensors`` stored in
-half precision and loaded as float32, ``images.json`` with the content hashes of its training
-images, ``MODEL_CARD.md``). They are read through :mod:`importlib.resources`, so they work from a
-wheel, an editable install or a zipped package, and nothing ever touches the network.
+Each lives in a sub-folder named after the model (``config.json`` with the SHA-256 of its weights,
+``model.safetensors`` stored in half precision and loaded as float32, ``images.json`` with the content
+hashes of its training images, ``MODEL_CARD.md``). They are found through :mod:`importlib.resources`,
+so they work from a wheel, an editable install or a zipped package, and nothing ever touches the
+network. This module finds them; :func:`lungcls.store.read_model` reads them, like any other model.
 
     lungcls models                         # list them
     lungcls segment scan.png --out out/    # uses DEFAULT
@@ -12,9 +13,10 @@ wheel, an editable install or a zipped package, and nothing ever touches the net
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from ..errors import CheckpointError
 
@@ -26,9 +28,10 @@ def _root():
     return resources.files(__name__)
 
 
-def names() -> list[str]:
-    """The built-in models in this installation."""
-    return sorted(p.name for p in _root().iterdir() if p.is_dir() and p.joinpath("config.json").is_file())
+def names(kind: str | None = None) -> list[str]:
+    """The built-in models in this installation (of one stage, ``"segmenter"`` or ``"classifier"``, if given)."""
+    found = sorted(p.name for p in _root().iterdir() if p.is_dir() and p.joinpath("config.json").is_file())
+    return [n for n in found if kind is None or _config(n).get("kind") == kind]
 
 
 def is_builtin(name: str) -> bool:
@@ -36,46 +39,45 @@ def is_builtin(name: str) -> bool:
     return "/" not in name and "\\" not in name and name in names()
 
 
+def listing(kind: str | None = None) -> str:
+    """Words for error messages: the built-in models of a stage, or that there are none."""
+    what = f"built-in {kind}s" if kind else "built-in models"
+    found = names(kind)
+    if found:
+        return f"{what}: {', '.join(found)}"
+    others = ", ".join(f"{n} ({_config(n).get('kind')})" for n in names())
+    return f"lungcls ships no {what}" + (f" (its built-in models: {others})" if others else "")
+
+
 def card(name: str) -> str:
     """The model card (Markdown) of built-in model ``name``."""
-    return _folder(name).joinpath("MODEL_CARD.md").read_text(encoding="utf-8")
+    return folder(name).joinpath("MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 def summary(name: str) -> dict:
     """Name, architecture, working size, training data and headline Dice of ``name`` (from its config)."""
-    config = json.loads(_folder(name).joinpath("config.json").read_text(encoding="utf-8"))
-    return {"name": name, **config.get("builtin", {})}
+    return {"name": name, **_config(name).get("builtin", {})}
 
 
-def read(name: str, kind: str = "segmenter"):
-    """Read built-in model ``name`` as :class:`lungcls.runs.ModelFiles`.
+def folder(name: str) -> Any:
+    """The package resource (a Traversable) holding built-in model ``name``.
 
     Raises:
-        CheckpointError: unknown name, or ``kind`` is not the model's stage.
+        CheckpointError: no built-in model of that name.
     """
-    from safetensors.torch import load
-
-    from ..runs import ModelFiles
-
-    folder = _folder(name)
-    config = json.loads(folder.joinpath("config.json").read_text(encoding="utf-8"))
-    if config.get("kind") != kind:
-        raise CheckpointError(f"built-in model {name!r} is a {config.get('kind')}, not a {kind}")
-    data = folder.joinpath("model.safetensors").read_bytes()
-    images_file = folder.joinpath("images.json")
-    images = json.loads(images_file.read_text(encoding="utf-8")) if images_file.is_file() else None
-    on_disk = None
-    try:
-        from pathlib import Path
-
-        on_disk = Path(str(folder)) if Path(str(folder)).is_dir() else None
-    except (TypeError, ValueError):
-        pass
-    return ModelFiles(config, load(data), "builtin", name, on_disk, hashlib.sha256(data).hexdigest(), images)
-
-
-def _folder(name: str):
     if name not in names():
-        known = ", ".join(names()) or "none in this installation"
-        raise CheckpointError(f"no built-in model named {name!r} (built-in models: {known})")
+        raise CheckpointError(f"no built-in model named {name!r} ({listing()})")
     return _root().joinpath(name)
+
+
+def on_disk(resource: Any) -> Path | None:
+    """A resource's folder on disk, or None when the package is zipped."""
+    try:
+        path = Path(str(resource))
+    except (TypeError, ValueError):
+        return None
+    return path if path.is_dir() else None
+
+
+def _config(name: str) -> dict:
+    return json.loads(_root().joinpath(name).joinpath("config.json").read_text(encoding="utf-8"))

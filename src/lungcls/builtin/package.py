@@ -19,10 +19,11 @@ from ..atomic import write_json, write_text
 from ..config import PostprocessConfig, to_dict
 from ..data.cache import PackedCache
 from ..data.training_data import open_eval_data
-from ..runs import write_model
+from ..defaults import WORKING_SIZE
+from ..store import write_model
 from ..seg.evaluate import SegmentationReport, evaluate_segmenter
 from ..seg.segmenter import Segmenter
-from ..training import images_record, split_rows
+from ..runs import images_record, split_rows
 
 LICENCES = {
     "covidqu-infseg": "COVID-QU-Ex (Tahir et al. 2021), CC BY-SA 4.0 as quoted by its Kaggle users (not verified; "
@@ -40,7 +41,7 @@ def package(run: Path, name: str, cache: PackedCache, out: Path, others: list[Pa
     other_reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, data in enumerate(others):
-            other = open_eval_data([data], 256, Path(tmp) / f"o{k}", progress=False)
+            other = open_eval_data([data], WORKING_SIZE, Path(tmp) / f"o{k}", progress=False)
             other_reports[data.name] = evaluate_segmenter(seg, other, other.indices(with_mask=True), data.name, progress=False)
     half = {k: v.half() if v.is_floating_point() else v for k, v in seg.model.state_dict().items()}
     params = sum(v.numel() for v in half.values() if v.is_floating_point())
@@ -64,7 +65,7 @@ def package(run: Path, name: str, cache: PackedCache, out: Path, others: list[Pa
     sha = write_model(out, config, half, images_record(cache, {s: r for s, r in rows.items()}))
     summary["size_mb"] = round((out / "model.safetensors").stat().st_size / 2**20, 2)
     config["builtin"] = summary
-    write_json(out / "config.json", config)
+    write_json(out / "config.json", {**config, "weights_sha256": sha})
     write_text(out / "MODEL_CARD.md", card(name, summary, config, reports, other_reports, rows, sha))
     return summary
 

@@ -2,22 +2,39 @@
 
 Option defaults are ``None`` wherever a recipe (:mod:`lungcls.recipes`) or the library decides, so
 the CLI and the Python API train and run the same thing. Metavars are set explicitly so the help
-reads the same on every Typer/Click version the package allows.
+reads the same on every Typer/Click version the package allows. Every command gets ``--cpu``, ``-q`` and
+``-v`` (:mod:`lungcls.cli.options`), before or after its name. Nothing here imports torch: ``lungcls
+--help`` is quick, and each command imports what it uses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .. import __version__
 from ..errors import LungclsError
+from ..version import __version__
+from .options import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    Common,
+    Cpu,
+    Quiet,
+    Verbose,
+    _opt,
+    configure_output,
+    fail,
+    with_options,
+)
+
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "app", "data_app"]
+
 
 class Command(typer.core.TyperCommand):
     """A command whose help reads like any Click CLI on every Typer version the package allows: usage
@@ -51,10 +68,12 @@ class Command(typer.core.TyperCommand):
 
 
 class _Typer(typer.Typer):
-    """A Typer app whose commands are all :class:`Command` instances."""
+    """A Typer app whose commands are all :class:`Command` instances and take the shared option groups
+    (:func:`lungcls.cli.options.with_options`: ``--cpu``, ``-q``, ``-v`` on every command)."""
 
     def command(self, *args, cls=None, **kwargs):  # noqa: D102
-        return super().command(*args, cls=cls or Command, **kwargs)
+        register = super().command(*args, cls=cls or Command, **kwargs)
+        return lambda fn: register(with_options(fn))
 
 
 app = _Typer(
@@ -70,84 +89,6 @@ app = _Typer(
 data_app = _Typer(help="Look at and split datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class Mode(str, Enum):
-    """Classifier inputs (see :mod:`lungcls.masking`)."""
-
-    raw = "raw"
-    masked = "masked"
-    cropped = "cropped"
-    masked_cropped = "masked-cropped"
-
-
-class Recipe(str, Enum):
-    """Training recipes (see :mod:`lungcls.recipes`)."""
-
-    default = "default"
-    cpu = "cpu"
-    demo = "demo"
-
-
-class SegRecipe(str, Enum):
-    """Stage-1 training recipes (see :mod:`lungcls.recipes`)."""
-
-    default = "default"
-    cpu = "cpu"
-    builtin = "builtin"
-    demo = "demo"
-
-
-class Placement(str, Enum):
-    """Where the training cache lives on CUDA."""
-
-    auto = "auto"
-    device = "device"
-    host = "host"
-
-
-def _opt(help: str, metavar: str | None = None, *names: str, **kw) -> typer.models.OptionInfo:
-    return typer.Option(*names, help=help, metavar=metavar, **kw)
-
-
-# -- options shared by several commands (names follow the config fields) --------------------------
-Roots = Annotated[list[Path], typer.Argument(help="Dataset roots (COVID-QU-Ex at any level, folders of data sets, "
-                                             "set folders) or CSV manifests.", metavar="DATA...")]  # fmt: skip
-TrainData = Annotated[list[Path], typer.Argument(help="Dataset roots, CSV manifests (e.g. a split from `lungcls data "
-                                                 "split`), or one packed cache.", metavar="DATA...")]  # fmt: skip
-Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.", metavar="INPUT...")]
-Out = Annotated[Path, _opt("Run folder to write.", "DIR")]
-Device = Annotated[Optional[str], _opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")]
-Cpu = Annotated[bool, _opt("Run on the CPU (same as --device cpu).", "", "--cpu")]
-Epochs = Annotated[Optional[int], _opt("Passes over the training split (default: the recipe's).", "N")]
-BatchSize = Annotated[Optional[int], _opt("Images per training step, over all processes (default: the recipe's).", "N")]
-Lr = Annotated[Optional[float], _opt("Peak AdamW learning rate (default: the recipe's).", "LR")]
-Patience = Annotated[Optional[int], _opt("Stop after this many epochs without a better validation metric (0 = never).", "N")]
-Seed = Annotated[Optional[int], _opt("Seeds weights, split, shuffling and augmentation (default 0).", "N")]
-Compile = Annotated[bool, _opt("torch.compile the model (faster on a GPU after a warm-up).", "", "--compile")]
-EmaEpochs = Annotated[Optional[float], _opt("Validate and save a moving average of the weights, time constant in "
-                                            "epochs (0 = off).", "EPOCHS")]  # fmt: skip
-Deterministic = Annotated[bool, _opt("Deterministic kernels where torch has them (slower on CUDA; see the README).", "",
-                                     "--deterministic")]  # fmt: skip
-PlacementOpt = Annotated[Optional[Placement], _opt("On CUDA, keep the cache on the device, in pinned host memory, or "
-                                                   "choose automatically.", "[auto|device|host]")]  # fmt: skip
-CacheDir = Annotated[Optional[Path], _opt("Where to cache the data (default OUT/cache).", "DIR", "--cache")]
-Resume = Annotated[bool, _opt("Continue the interrupted run in OUT with its saved settings.", "", "--resume")]
-Overwrite = Annotated[bool, _opt("Replace the run in OUT (its files only; other files stay).", "", "--overwrite")]
-Strict = Annotated[bool, _opt("Refuse data leaks (a patient or picture in two splits, test images a model saw) "
-                              "instead of warning.", "", "--strict")]  # fmt: skip
-TensorBoard = Annotated[bool, _opt("Also log to OUT/tensorboard (scalars per epoch, sample images with masks); "
-                                   "needs: pip install 'lungcls[tensorboard]'.", "", "--tensorboard")]  # fmt: skip
-Force = Annotated[bool, _opt("Allow --out inside an input folder, or replace an existing output file.", "", "--force")]
-Workers = Annotated[Optional[int], _opt("Decoding processes (default: all CPU cores).", "N")]
-InferenceBatch = Annotated[Optional[int], _opt("Images per forward pass (default: 64-256 on a GPU, 8 on CPU).", "N",
-                                               "--batch-size")]  # fmt: skip
-Quiet = Annotated[bool, _opt("No progress bars and no per-epoch lines; errors and the summary only.", "",
-                             "--quiet", "-q", "--no-progress")]  # fmt: skip
-Verbose = Annotated[bool, _opt("Log more (debug messages).", "", "--verbose", "-v")]
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"lungcls {__version__}")
@@ -156,77 +97,37 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, _opt("Show the version and exit.", "", "--version", callback=_version, is_eager=True)] = False,
+    cpu: Cpu = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
+    ctx.obj = Common(cpu, quiet, verbose)
     configure_output(verbose, quiet)
 
 
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at the time (a test runner swaps it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        import sys
-
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-        except Exception:  # a closed stream must not stop the work
-            self.handleError(record)
-
-
-def configure_output(verbose: bool = False, quiet: bool = False) -> None:
-    """Logging for the command line: lungcls's INFO lines (epochs, what was chosen) by default, DEBUG with
-    ``-v``, warnings only with ``-q`` (which also turns the progress bars off). The root callback sets it
-    for every command; a command's own ``-v``/``-q`` set it again, so the flags work after its name too."""
-    from ..progress import set_enabled
-
-    logger = logging.getLogger("lungcls")
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.propagate = False
-    set_enabled(not quiet)
-
-
-def command_output(verbose: bool, quiet: bool) -> None:
-    """A command's own ``-v`` / ``-q`` (given after its name)."""
-    if verbose or quiet:
-        configure_output(verbose, quiet)
-
-
-def fail(e: Exception | str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print ``error: ...`` on stderr and return the Exit to raise."""
-    typer.secho(f"error: {e}", err=True, fg="red")
-    return typer.Exit(code)
-
-
-def device_of(device: str | None, cpu: bool) -> str:
-    """The device string from ``--device`` and ``--cpu``, checked now (exit 2 on an unknown form)."""
-    from ..engine.device import resolve_device
-
-    if cpu and device not in (None, "cpu"):
-        raise fail(f"--cpu and --device {device} disagree")
-    spec = "cpu" if cpu else device or "auto"
-    try:
-        resolve_device(spec)
-    except ValueError as e:
-        raise fail(e) from None
-    return spec
-
-
 @contextlib.contextmanager
-def library_errors(resume_hint: str | None = None) -> Iterator[None]:
-    """Turn the library's errors into ``error: ...`` and exit 2; Ctrl-C into a short note and exit 130."""
+def library_errors(resumable: bool = False) -> Iterator[None]:
+    """Turn the library's errors into ``error: ...`` and exit 2; Ctrl-C into a short note and exit 130 (for training,
+    with the exact command that continues: this one, with ``--resume``)."""
     try:
         yield
     except (LungclsError, ValueError) as e:
         raise fail(e) from None
     except KeyboardInterrupt:
-        typer.secho("\ninterrupted." + (f" {resume_hint}" if resume_hint else ""), err=True, fg="yellow")
+        hint = f" Where training stood is saved; continue it with:\n  {resume_command()}" if resumable else ""
+        typer.secho("\ninterrupted." + hint, err=True, fg="yellow")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command that continues an interrupted run: this one, with ``--resume`` and without ``--overwrite``."""
+    import shlex
+    import sys
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--overwrite", "--resume")]
+    return shlex.join(["lungcls", *args, "--resume"])
 
 
 def refuse_out_inside_inputs(out: Path, inputs: list[Path], force: bool) -> None:
@@ -243,10 +144,55 @@ def refuse_out_inside_inputs(out: Path, inputs: list[Path], force: bool) -> None
             raise fail(f"--out {out} is one of the inputs")
 
 
-def refuse_existing_file(out: Path, force: bool) -> None:
-    """Refuse to replace an existing output file unless ``force``."""
-    if out.exists() and not force:
-        raise fail(f"{out} exists; pass --force to replace it")
+def refuse_existing(out: Path, force: bool, folder: bool = False) -> Path:
+    """The output policy (:mod:`lungcls.output_policy`) checked before any work: exit 2, nothing touched."""
+    from ..output_policy import check_file, check_folder
+
+    try:
+        return check_folder(out, force) if folder else check_file(out, force)
+    except LungclsError as e:
+        raise fail(e) from None
+
+
+def expand(inputs: list[str], out: Path, force: bool):
+    """Expand the inputs; exit 2 (and create nothing) when there is nothing usable to work on."""
+    from ..input_paths import expand_inputs
+
+    found = expand_inputs(inputs)
+    refuse_out_inside_inputs(out, [Path(i) for i in inputs], force)
+    if not found.paths:
+        reasons = "; ".join(f"{p['path']}: {p['reason']}" for p in found.problems) or "no inputs given"
+        raise fail(f"nothing usable to work on ({reasons})")
+    return found
+
+
+def report_rows(rows: list[dict], found, out: Path, verb: str, class_names: list[str] | None = None) -> None:
+    """The summary every per-file command prints; exit 1 when an input failed."""
+    from collections import Counter
+
+    done = [r for r in rows if not r.get("error")]
+    failed = [r for r in rows if r.get("error")] + found.problems
+    flagged = [r for r in done if r.get("flags")]
+    counts = Counter(r["predicted"] for r in done) if class_names else {}
+    line = f"{len(done)} images {verb}" + (": " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names) if class_names else "")
+    typer.echo(f"{line}; {len(flagged)} flagged, {len(failed)} failed; results in {out}")
+    if class_names:
+        typer.echo("Research use only: not a diagnosis.")
+    for r in flagged[:20]:
+        typer.secho(f"  flagged {r['path']}: {r['flags']}", fg="yellow")
+    if len(flagged) > 20:
+        typer.secho(f"  ... and {len(flagged) - 20} more flagged (see the CSV)", fg="yellow")
+    if found.skipped_folders:
+        typer.secho(f"  skipped {len(found.skipped_folders)} mask folders of known layouts (e.g. "
+                    f"{found.skipped_folders[0]}); name them explicitly to read them", fg="yellow")  # fmt: skip
+    if found.skipped:
+        typer.secho(f"  skipped {len(found.skipped)} files that are not images lungcls reads:", fg="yellow")
+        for s in found.skipped[:10]:
+            typer.secho(f"    {s['path']}: {s['reason']}", fg="yellow")
+    for r in failed:
+        typer.secho(f"  failed {r['path']}: {r.get('error') or r.get('reason')}", err=True, fg="red")
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def echo_table(rows: list[dict], columns: list[str]) -> None:

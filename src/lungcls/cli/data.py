@@ -7,22 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (
-    EXIT_SOME_FAILED,
-    Force,
-    Quiet,
-    Roots,
-    Verbose,
-    Workers,
-    _opt,
-    app,
-    command_output,
-    data_app,
-    echo_table,
-    library_errors,
-    refuse_existing_file,
-    refuse_out_inside_inputs,
-)
+from ..defaults import WORKING_SIZE
+from .app import app, data_app, echo_table, library_errors, refuse_existing, refuse_out_inside_inputs
+from .options import EXIT_SOME_FAILED, Common, Force, Roots, Workers, _opt
 
 Part = Annotated[Optional[str], _opt("COVID-QU-Ex part to use when a root holds several.", "NAME")]
 Val = Annotated[float, _opt("Share of the images without a split that go to Val.", "FRACTION")]
@@ -55,15 +42,16 @@ def data_inspect(
     json_out: Annotated[Optional[Path], _opt("Also write the full report as JSON.", "FILE", "--json")] = None,
     workers: Workers = None,
     strict: Annotated[bool, _opt("Exit 1 when an image or patient is in two splits.", "", "--strict")] = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    force: Force = False,
+    common: Common = None,
 ) -> None:
     """Counts per split, class and source; the label mapping; unreadable files, mask problems, sizes,
     duplicates, patient overlap."""
     from ..atomic import write_json
     from ..data.inspect import format_report, inspect_dataset
 
-    command_output(verbose, quiet)
+    if json_out is not None:
+        refuse_existing(json_out, force)
     found = _open(roots, part, say=False)  # the report says what was found
     report, _ = inspect_dataset(found, workers=workers)
     typer.echo(format_report(report))
@@ -88,8 +76,7 @@ def data_split(
     resplit: Annotated[bool, _opt("Ignore the splits the data already has.", "", "--resplit")] = False,
     workers: Workers = None,
     force: Force = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    common: Common = None,
 ) -> None:
     """Seeded, class-stratified, patient-grouped Train/Val/Test split, written as a CSV manifest.
 
@@ -100,9 +87,8 @@ def data_split(
     from ..data.cache import cached_duplicates
     from ..data.split import complete_split
 
-    command_output(verbose, quiet)
     refuse_out_inside_inputs(out, roots, force)
-    refuse_existing_file(out, force)
+    refuse_existing(out, force)
     found = _open(roots, part)
     duplicates = cached_duplicates(found.manifest, workers=workers)
     with library_errors():
@@ -117,7 +103,7 @@ def data_split(
 def prepare(
     roots: Roots,
     out: Annotated[Path, _opt("Cache folder to write.", "DIR")],
-    size: Annotated[int, _opt("Working size in pixels (square).", "PX")] = 256,
+    size: Annotated[int, _opt("Working size in pixels (square).", "PX")] = WORKING_SIZE,
     make_split: Annotated[bool, _opt("Split Train/Val/Test first, as `data split` does.", "", "--make-split")] = False,
     val: Val = 0.1,
     test: Test = 0.2,
@@ -125,24 +111,23 @@ def prepare(
     part: Part = None,
     workers: Workers = None,
     force: Force = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    common: Common = None,
 ) -> None:
-    """Decode every image and mask once into a packed uint8 cache (memory-mapped at training time)."""
-    from ..data import prepare_cache
-    from ..data.cache import cached_duplicates
-    from ..data.split import complete_split
+    """Decode every image and mask once into a packed uint8 cache (memory-mapped at training time); a cache
+    that is there already is brought up to date, any other non-empty folder is refused unless --force."""
+    from ..data.cache import is_cache
+    from ..data.training_data import split_and_cache
 
-    command_output(verbose, quiet)
     refuse_out_inside_inputs(out, roots, force)
+    if not is_cache(out):
+        refuse_existing(out, force, folder=True)
     found = _open(roots, part)
-    manifest = found.manifest
-    if make_split:
-        with library_errors():
-            manifest, what = complete_split(manifest, val, test, seed, cached_duplicates(manifest, out, workers=workers))
-        typer.echo(what)
     with library_errors():
-        result = prepare_cache(manifest, out, size=(size, size), workers=workers)
+        done = split_and_cache(found.manifest, out, size, split="complete" if make_split else "none", val=val,
+                               test=test, seed=seed, workers=workers, progress=common.progress)  # fmt: skip
+    result = done.prepared
+    if done.split:
+        typer.echo(done.split)
     if result.up_to_date:
         typer.echo(f"{out}: up to date ({result.count} images), nothing to do")
     else:

@@ -7,32 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (
-    BatchSize,
-    Cpu,
-    Device,
-    Epochs,
-    Force,
-    InferenceBatch,
-    Inputs,
-    Mode,
-    Overwrite,
-    Quiet,
-    Recipe,
-    Seed,
-    Strict,
-    TrainData,
-    Verbose,
-    _opt,
-    app,
-    command_output,
-    device_of,
-    fail,
-    library_errors,
-    refuse_out_inside_inputs,
-)
+from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
 from .cls import ClsModel, SegOverride
-from .seg import _inputs, report_rows
+from .options import Common, Device, Force, InferenceBatch, Inputs, Mode, Recipe, TrainData, Training, _opt, fail
 
 
 @app.command("predict")
@@ -48,27 +25,22 @@ def predict(
     seg_model: SegOverride = None,
     batch_size: InferenceBatch = None,
     device: Device = None,
-    cpu: Cpu = False,
     force: Force = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    common: Common = None,
 ) -> None:
     """Segment and classify with a whole pipeline; optionally explain each prediction."""
     from ..explain import CAM_METHODS
-    from ..outputs import predict_files, prediction_fields, write_csv
+    from ..outputs import predict_to_folder
     from ..pipeline import Pipeline
 
-    command_output(verbose, quiet)
     if cam_method not in CAM_METHODS:
         raise fail(f"unknown --cam-method {cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
-    found = _inputs(inputs, out, force)
-    if (out / "predictions.csv").exists() and not force:
-        raise fail(f"{out / 'predictions.csv'} exists; pass --force to replace it, or choose another --out")
+    refuse_existing(out, force, folder=True)
+    found = expand(inputs, out, force)
     with library_errors():
-        pipe = Pipeline.load(model, device_of(device, cpu), batch_size, segmenter=seg_model)
-        rows = predict_files(found.paths, pipe, explain_dir=out / "explain" if explain else None, progress=not quiet,
-                             cam_method=cam_method, cam_target=cam_target)  # fmt: skip
-    write_csv(out / "predictions.csv", rows, prediction_fields(pipe.class_names, explain))
+        pipe = Pipeline.load(model, common.device(device), batch_size, segmenter=seg_model)
+        rows = predict_to_folder(found.paths, pipe, out, force=force, explain=explain, cam_method=cam_method,
+                                 cam_target=cam_target, progress=common.progress)  # fmt: skip
     report_rows(rows, found, out / "predictions.csv", "classified", pipe.class_names)
 
 
@@ -77,38 +49,34 @@ def train(
     data: TrainData,
     out: Annotated[Path, _opt("Folder for the cache, both runs and the bundle.", "DIR")],
     mode: Annotated[Mode, _opt("Classifier input.", "[raw|masked|cropped|masked-cropped]")] = Mode.masked,
-    recipe: Annotated[Recipe, _opt("Recipe of both stages: default (GPU), cpu (minutes on a laptop) or demo.",
-                                   "[default|cpu|demo]")] = Recipe.default,  # fmt: skip
-    arch: Annotated[Optional[str], _opt("Classifier: resnet50 or resnet18.", "NAME")] = None,
+    recipe: Annotated[Recipe, _opt("Recipe of both stages: auto (default on a GPU, cpu without one), default (GPU), "
+                                   "cpu (minutes on a laptop) or demo.", "[auto|default|cpu|demo]")] = Recipe.auto,  # fmt: skip
+    arch: Annotated[Optional[str], _opt("Classifier: a registered architecture (resnet50, resnet18).", "NAME")] = None,
     image_size: Annotated[Optional[int], _opt("Classifier input size in pixels.", "PX")] = None,
     seg_image_size: Annotated[Optional[int], _opt("U-Net input size in pixels.", "PX")] = None,
-    epochs: Epochs = None,
-    seg_epochs: Annotated[Optional[int], _opt("U-Net epochs (default: the recipe's).", "N")] = None,
-    batch_size: BatchSize = None,
-    seed: Seed = None,
-    device: Device = None,
-    cpu: Cpu = False,
-    overwrite: Overwrite = False,
-    strict: Strict = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    seg_epochs: Annotated[Optional[int], _opt("U-Net epochs (default: the recipe's; --epochs is the classifier's).",
+                                              "N")] = None,  # fmt: skip
+    training: Training = None,
+    common: Common = None,
 ) -> None:
-    """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in OUT/bundle."""
+    """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in OUT/bundle.
+    The training options apply to both stages (--epochs to the classifier); --resume goes on after Ctrl-C."""
     from ..pipeline import Pipeline
-    from ..recipes import classifier_recipe, segmenter_recipe
+    from ..recipes import classifier_recipe, resolve_recipe, segmenter_recipe
 
-    command_output(verbose, quiet)
     refuse_out_inside_inputs(out, data, force=False)
-    dev = device_of(device, cpu)
-    with library_errors(f"Stage runs that finished are in {out}; rerun the stages with train-seg / train-cls --resume."):
-        seg, seg_train = segmenter_recipe(recipe.value, image_size=seg_image_size, epochs=seg_epochs, seed=seed, device=dev)
-        clf, cls_train = classifier_recipe(recipe.value, mode=mode.value, arch=arch, image_size=image_size, epochs=epochs,
-                                           batch_size=batch_size, seed=seed, device=dev)  # fmt: skip
+    overrides = training.recipe_overrides(common)
+    with library_errors(resumable=True):
+        name = resolve_recipe(recipe.value, overrides["device"])
+        seg, seg_train = segmenter_recipe(name, image_size=seg_image_size, **(overrides | {"epochs": seg_epochs}))
+        clf, cls_train = classifier_recipe(name, mode=mode.value, arch=arch, image_size=image_size, **overrides)
         typer.secho(f"== stage 1: lung U-Net ({seg.encoder_name}, {seg.image_size} px, {seg_train.epochs} epochs)", bold=True)
-        typer.secho(f"== then stage 2: {clf.arch} on {mode.value} inputs ({clf.image_size} px, {cls_train.epochs} epochs)",
-                    bold=True)  # fmt: skip
-        pipe = Pipeline.train(data, out, mode.value, seg, seg_train, clf, cls_train, progress=not quiet,
-                              overwrite=overwrite, strict=strict)  # fmt: skip
+        typer.secho(f"== then stage 2: {clf.arch} on {mode.value} inputs ({clf.image_size} px, {cls_train.epochs} "
+                    "epochs)", bold=True)  # fmt: skip
+        run = training.run_options(common)
+        pipe = Pipeline.train(data, out, mode.value, seg, seg_train, clf, cls_train, progress=run["progress"],
+                              overwrite=run["overwrite"], strict=run["strict"], resume=run["resume"],
+                              tensorboard=run["tensorboard"], cache_dir=run["cache_dir"])  # fmt: skip
     for name, report in pipe.reports.items():
         typer.secho(f"\n== {name.replace('_', ' ')}", bold=True)
         typer.echo(report.markdown())
@@ -121,14 +89,14 @@ def bundle(
     out: Annotated[Path, _opt("Bundle folder to write.", "DIR")],
     seg_model: SegOverride = None,
     force: Force = False,
+    common: Common = None,
 ) -> None:
     """Put a classifier and its segmenter together in one movable folder (with a model card)."""
     from ..pipeline import Pipeline
 
-    if out.exists() and any(out.iterdir()) and not force:
-        raise fail(f"{out} is not empty; pass --force to write into it")
+    refuse_existing(out, force, folder=True)
     with library_errors():
-        Pipeline.load(model, "cpu", segmenter=seg_model).save(out)
+        Pipeline.load(model, "cpu", segmenter=seg_model).save(out, force=force)
     typer.echo(f"bundle written to {out}")
 
 
@@ -137,16 +105,19 @@ def export(
     model: Annotated[Path, typer.Argument(help="A bundle or a train-cls run folder.", metavar="BUNDLE")],
     out: Annotated[Path, _opt("Folder for the exported models.", "DIR")],
     format: Annotated[str, _opt("Export format (onnx).", "onnx", "--format")] = "onnx",
+    force: Force = False,
+    common: Common = None,
 ) -> None:
     """Export the segmenter and the classifier (normalisation and calibration included, dynamic batch) as
-    ONNX; needs the export extra: pip install 'lungcls[export]'."""
+    ONNX, on the CPU; needs the export extra: pip install 'lungcls[export]'."""
     from ..export import export_onnx
     from ..pipeline import Pipeline
 
     if format != "onnx":
         raise fail(f"unknown format {format!r}; supported: onnx")
+    refuse_existing(out, force, folder=True)
     with library_errors():
-        written = export_onnx(Pipeline.load(model, device="cpu"), out)
+        written = export_onnx(Pipeline.load(model, device="cpu"), out, force=force)
     typer.echo("written: " + ", ".join(str(p) for p in written) + f", {out / 'export.json'}")
 
 
@@ -155,23 +126,20 @@ def demo(
     data: Annotated[Optional[list[Path]], _opt("Run on this dataset (repeatable) instead of synthetic phantoms.",
                                                "DATA", "--data")] = None,  # fmt: skip
     out: Annotated[Path, _opt("Folder for the models, figures and report.", "DIR")] = Path("lungcls-demo"),
-    seed: Seed = None,
+    seed: Annotated[Optional[int], _opt("Seeds the phantoms, the split and the training (default 0).", "N")] = None,
     device: Device = None,
-    cpu: Cpu = False,
-    overwrite: Overwrite = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    overwrite: Annotated[bool, _opt("Replace an earlier demo in OUT.", "", "--overwrite")] = False,
+    common: Common = None,
 ) -> None:
     """Train small versions of both stages, compare raw vs masked, and write figures, report.md and report.html
     (minutes on a CPU). Without --data it uses SYNTHETIC chest-radiograph phantoms generated on the spot."""
     from ..demo import run_demo
 
-    command_output(verbose, quiet)
     if data:
         refuse_out_inside_inputs(out, data, force=False)
     typer.echo("lungcls demo: " + ("SYNTHETIC phantoms (not patients)" if not data else ", ".join(map(str, data))))
-    with library_errors("Start it again with --overwrite."):
-        result = run_demo(data or None, out, device=device_of(device, cpu), seed=seed or 0, progress=not quiet,
+    with library_errors():
+        result = run_demo(data or None, out, device=common.device(device), seed=seed or 0, progress=common.progress,
                           overwrite=overwrite)  # fmt: skip
     if result.segmentation is not None:
         d = result.segmentation.summary["dice"]
@@ -188,16 +156,15 @@ def report(
                                            metavar="FOLDER")],  # fmt: skip
     out: Annotated[Optional[Path], _opt("HTML file to write (default FOLDER/report.html).", "FILE")] = None,
     force: Force = False,
+    common: Common = None,
 ) -> None:
     """One self-contained HTML page (figures embedded, no network, no JavaScript) with curves, tables,
     confusion matrices, calibration, outlines and Grad-CAM grids."""
     from ..html_report import write_html_report
 
-    target = out or folder / "report.html"
-    if target.exists() and not force and out is not None:
-        raise fail(f"{target} exists; pass --force to replace it")
+    refuse_existing(out or folder / "report.html", force)
     with library_errors():
-        written = write_html_report(folder, target)
+        written = write_html_report(folder, out, force=force)
     typer.echo(f"report written to {written}")
 
 
@@ -206,14 +173,14 @@ def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (their history.json).", metavar="RUN...")],
     out: Annotated[Path, _opt("PNG file to write.", "FILE")] = Path("curves.png"),
     force: Force = False,
+    common: Common = None,
 ) -> None:
     """Learning curves of one or several runs in one PNG (for people without TensorBoard)."""
     import json
 
     from ..plots import curves_figure, save_figure
 
-    if out.exists() and not force:
-        raise fail(f"{out} exists; pass --force to replace it")
+    refuse_existing(out, force)
     histories = {}
     for run in runs:
         f = run / "history.json"

@@ -7,40 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import (
-    EXIT_SOME_FAILED,
-    BatchSize,
-    CacheDir,
-    Compile,
-    Cpu,
-    Deterministic,
-    Device,
-    EmaEpochs,
-    Epochs,
-    Force,
-    InferenceBatch,
-    Inputs,
-    Lr,
-    Out,
-    Overwrite,
-    Patience,
-    PlacementOpt,
-    Quiet,
-    Resume,
-    Seed,
-    SegRecipe,
-    Strict,
-    TensorBoard,
-    TrainData,
-    Verbose,
-    _opt,
-    app,
-    command_output,
-    device_of,
-    fail,
-    library_errors,
-    refuse_out_inside_inputs,
-)
+from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
+from .options import Common, Device, Force, InferenceBatch, Inputs, SegRecipe, TrainData, Training, _opt, fail
 
 SegModel = Annotated[Optional[str], _opt("A built-in model's name (see `lungcls models`), a train-seg run folder or a "
                                          "bundle (default: the built-in model).", "NAME|DIR")]  # fmt: skip
@@ -49,49 +17,29 @@ SegModel = Annotated[Optional[str], _opt("A built-in model's name (see `lungcls 
 @app.command("train-seg")
 def train_seg(
     data: TrainData,
-    out: Out,
-    recipe: Annotated[SegRecipe, _opt("Starting recipe; the options below change single settings.", "[default|cpu|builtin|demo]")] = SegRecipe.default,
+    out: Annotated[Path, _opt("Run folder to write.", "DIR")],
+    recipe: Annotated[SegRecipe, _opt("Starting recipe (auto: default on a GPU, cpu without one); the options "
+                                      "below change single settings.", "[auto|default|cpu|builtin|demo]")] = SegRecipe.auto,  # fmt: skip
     encoder: Annotated[Optional[str], _opt("smp encoder name (resnet34, resnet18, mobilenet_v2 ...).", "NAME")] = None,
     encoder_weights: Annotated[Optional[str], _opt("Start the encoder from 'imagenet' (smp's local cache) or a "
                                                    "weights file.", "imagenet|FILE")] = None,  # fmt: skip
     encoder_depth: Annotated[Optional[int], _opt("Encoder stages, 3 to 5.", "N")] = None,
     decoder_channels: Annotated[Optional[str], _opt("Decoder widths, one per encoder stage, e.g. 64,32,16,8.", "LIST")] = None,
     image_size: Annotated[Optional[int], _opt("The U-Net's input size in pixels.", "PX")] = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    patience: Patience = None,
-    seed: Seed = None,
-    ema_epochs: EmaEpochs = None,
-    device: Device = None,
-    cpu: Cpu = False,
-    compile: Compile = False,
-    deterministic: Deterministic = False,
-    placement: PlacementOpt = None,
-    cache: CacheDir = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    strict: Strict = False,
-    tensorboard: TensorBoard = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    training: Training = None,
+    common: Common = None,
 ) -> None:
     """Train the lung U-Net (stage 1) on the images that have lung masks; evaluates Val and Test at the end."""
     from ..recipes import segmenter_recipe
     from ..seg.train import train_segmenter
 
-    command_output(verbose, quiet)
     refuse_out_inside_inputs(out, data, force=False)
     channels = [int(c) for c in decoder_channels.split(",")] if decoder_channels else None
-    with library_errors(f"Continue it with the same command and --resume (run folder {out})."):
-        model, train = segmenter_recipe(
-            recipe.value, encoder_name=encoder, encoder_depth=encoder_depth, decoder_channels=channels,
-            image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-            ema_epochs=ema_epochs, device=device_of(device, cpu), compile=compile or None,
-            deterministic=deterministic or None, placement=placement.value if placement else None,
-        )  # fmt: skip
-        run = train_segmenter(data, out, model, train, cache_dir=cache, encoder_weights=encoder_weights,
-                              resume=resume, overwrite=overwrite, strict=strict, progress=not quiet, tensorboard=tensorboard)  # fmt: skip
+    with library_errors(resumable=True):
+        model, train = segmenter_recipe(recipe.value, encoder_name=encoder, encoder_depth=encoder_depth,
+                                        decoder_channels=channels, image_size=image_size,
+                                        **training.recipe_overrides(common))  # fmt: skip
+        run = train_segmenter(data, out, model, train, encoder_weights=encoder_weights, **training.run_options(common))
     typer.echo(f"best val Dice {run.fit.best_metric:.4f} at epoch {run.fit.best_epoch}; run written to {out}")
     for name, report in run.reports.items():
         typer.echo(f"\n{name}:\n{report.markdown()}")
@@ -104,23 +52,26 @@ def evaluate_seg(
     split: Annotated[Optional[str], _opt("Only this split (default: every image with a mask).", "NAME")] = None,
     out: Annotated[Optional[Path], _opt("Write eval_seg_<split>.json/.md and outlines_<split>.png here.", "DIR")] = None,
     device: Device = None,
-    cpu: Cpu = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    force: Force = False,
+    common: Common = None,
 ) -> None:
     """Dice, IoU (mean, median, 5th percentile), pixel accuracy and HD95, overall and per source set."""
     import tempfile
 
     from ..data.training_data import open_eval_data
+    from ..defaults import WORKING_SIZE
+    from ..model_card import announce, model_warnings
     from ..seg.evaluate import evaluate_segmenter, write_segmentation_report
     from ..seg.segmenter import Segmenter
 
-    command_output(verbose, quiet)
+    if out is not None:
+        refuse_existing(out, force, folder=True)
     with library_errors(), tempfile.TemporaryDirectory() as tmp:
-        segmenter = Segmenter.load(model or "", device=device_of(device, cpu))
-        cache = open_eval_data(data, 256, Path(tmp) / "cache", progress=not quiet)
+        segmenter = Segmenter.load(model, device=common.device(device))
+        announce(model_warnings(segmenter))
+        cache = open_eval_data(data, WORKING_SIZE, Path(tmp) / "cache", progress=common.progress)
         report = evaluate_segmenter(segmenter, cache, cache.indices(split, with_mask=True), (split or "all").lower(),
-                                    progress=not quiet)  # fmt: skip
+                                    progress=common.progress)  # fmt: skip
         if report.summary["dice"]["n"] == 0:
             raise fail("no image with a lung mask to evaluate on" + (f" in split {split!r}" if split else ""))
     typer.echo(report.markdown())
@@ -136,11 +87,10 @@ def segment(
     model: SegModel = None,
     batch_size: InferenceBatch = None,
     device: Device = None,
-    cpu: Cpu = False,
     force: Force = False,
-    masks_only: Annotated[bool, _opt("Write the masks and segment.csv only (no overlays, no crops).")] = False,
-    verbose: Verbose = False,
-    quiet: Quiet = False,
+    masks_only: Annotated[bool, _opt("Write the masks and segment.csv only (no overlays, no crops).", "",
+                                     "--masks-only")] = False,  # fmt: skip
+    common: Common = None,
 ) -> None:
     """Segment the lungs: a mask, an outline overlay and a lung crop per image, and a CSV.
 
@@ -149,54 +99,14 @@ def segment(
     from ..outputs import segment_files
     from ..seg.segmenter import Segmenter
 
-    command_output(verbose, quiet)
-    found = _inputs(inputs, out, force)
+    refuse_existing(out, force, folder=True)
+    found = expand(inputs, out, force)
     with library_errors():
-        segmenter = Segmenter.load(model or "", device=device_of(device, cpu), batch_size=batch_size)
-    if model is None:
-        typer.echo(f"segmenter: built-in model {segmenter.info['source']['name']!r}", err=True)
-    rows = segment_files(found.paths, segmenter, out, progress=not quiet, masks_only=masks_only)
+        segmenter = Segmenter.load(model, device=common.device(device), batch_size=batch_size)
+        if model is None:
+            typer.echo(f"segmenter: built-in model {segmenter.info['source']['name']!r}", err=True)
+        rows = segment_files(found.paths, segmenter, out, progress=common.progress, masks_only=masks_only, force=force)
     report_rows(rows, found, out / "segment.csv", "segmented")
-
-
-def _inputs(inputs: list[str], out: Path, force: bool):
-    """Expand the inputs; exit 2 (and create nothing) when there is nothing usable to work on."""
-    from ..input_paths import expand_inputs
-
-    found = expand_inputs(inputs)
-    refuse_out_inside_inputs(out, [Path(i) for i in inputs], force)
-    if not found.paths:
-        reasons = "; ".join(f"{p['path']}: {p['reason']}" for p in found.problems) or "no inputs given"
-        raise fail(f"nothing usable to work on ({reasons})")
-    return found
-
-
-def report_rows(rows: list[dict], found, out: Path, verb: str, class_names: list[str] | None = None) -> None:
-    """The summary every per-file command prints; exit 1 when an input failed."""
-    from collections import Counter
-
-    done = [r for r in rows if not r.get("error")]
-    failed = [r for r in rows if r.get("error")] + found.problems
-    flagged = [r for r in done if r.get("flags")]
-    line = f"{len(done)} images {verb}"
-    if class_names:
-        counts = Counter(r["predicted"] for r in done)
-        line += ": " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names)
-    typer.echo(f"{line}; {len(flagged)} flagged, {len(failed)} failed; results in {out}")
-    if class_names:
-        typer.echo("Research use only: not a diagnosis.")
-    for r in flagged[:20]:
-        typer.secho(f"  flagged {r['path']}: {r['flags']}", fg="yellow")
-    if len(flagged) > 20:
-        typer.secho(f"  ... and {len(flagged) - 20} more flagged (see the CSV)", fg="yellow")
-    if found.skipped:
-        typer.secho(f"  skipped {len(found.skipped)} files that are not images lungcls reads:", fg="yellow")
-        for s in found.skipped[:10]:
-            typer.secho(f"    {s['path']}: {s['reason']}", fg="yellow")
-    for r in failed:
-        typer.secho(f"  failed {r['path']}: {r.get('error') or r.get('reason')}", err=True, fg="red")
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command("models")

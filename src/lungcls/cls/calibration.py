@@ -15,9 +15,19 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 N_BINS = 15
+#: the temperatures :func:`fit_temperature` searches; a fit at the upper end means the logits carry little
+TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def calibrated(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Calibrated probabilities float32 (N, K): ``softmax(logits / temperature)``. Every probability lungcls shows
+    (reports, CSVs, the ONNX export's head) is computed here."""
+    return torch.softmax(logits.float() / temperature, dim=1)
+
+
+def fit_temperature(
+    logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = TEMPERATURE_BOUNDS
+) -> float:
     """The T in ``bounds`` that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
     A golden-section search on log T (the NLL is unimodal in log T), to 1e-4 relative precision.
@@ -73,7 +83,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS)
 
 def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict:
     """ECE and reliability bins before (T = 1) and after temperature scaling."""
-    before, after = torch.softmax(logits.float(), 1), torch.softmax(logits.float() / temperature, 1)
+    before, after = calibrated(logits, 1.0), calibrated(logits, temperature)
     return {
         "temperature": temperature,
         "ece_before": expected_calibration_error(before, labels),

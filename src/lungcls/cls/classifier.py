@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_state
-from ..config import ClassifierConfig, from_dict, to_dict
+from ..config import ClassifierConfig, to_dict
 from ..engine.device import autocast, inference_batch_size, resolve_device
-from ..models import build_classifier
+from ..errors import CheckpointError, ConfigError
+from ..models.classifiers import build_classifier
+from ..store import linked_segmenter, read_model, write_model
+from .calibration import calibrated
 from .task import ClassificationTask
 
 
@@ -18,16 +20,20 @@ class Classifier:
     """A trained classifier.
 
     Args:
-        model: the ResNet; cfg: its config (input mode, margin, sizes, class names, temperature).
+        model: the network; cfg: its config (input mode, margin, sizes, class names, temperature).
         batch_size: images per forward pass (default 256 on a GPU, 8 on CPU).
         compile: run predictions through ``torch.compile`` (faster on a GPU after a warm-up).
         info: where the model came from and how it was trained (the rest of its ``config.json``),
             including ``segmenter``: the stage-1 model whose masks it was trained on.
+        images: content hashes of its Train/Val/Test images, if recorded.
     """
+
+    kind = "classifier"
 
     def __init__(
         self, model: torch.nn.Module, cfg: ClassifierConfig, device: str | torch.device = "auto",
         amp: bool = True, batch_size: int | None = None, compile: bool = False, info: dict | None = None,
+        images: dict[str, list[str]] | None = None,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.amp = cfg, amp
@@ -36,27 +42,32 @@ class Classifier:
         self.model = self.task.model  # the plain module (explanations, export, saving)
         self.forward = torch.compile(self.model) if compile else self.model
         self.info = dict(info or {})
-        self.images: dict[str, list[str]] | None = None  # content hashes of its Train/Val/Test images, if recorded
+        self.images = images
 
     @classmethod
     def load(cls, spec: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:
-        """Load a ``train-cls`` run folder or a bundle's classifier. Only the architecture is rebuilt: no
-        ImageNet or other initial weights are read, so pretrained runs load offline too.
+        """Load a ``train-cls`` run folder or a bundle's classifier, checked by the model store. Only the
+        architecture is rebuilt: no ImageNet or other initial weights are read, so pretrained runs load offline too.
 
         Raises:
-            CheckpointError: ``spec`` is neither; the message says what it found.
+            CheckpointError: ``spec`` is neither (the message says what it found), or its files do not pass
+                the store's checks (SHA-256, value ranges).
         """
-        from ..runs import read_model
-
         files = read_model(spec, "classifier")
-        cfg = from_dict(ClassifierConfig, files.config["model"], "model.")
-        model = load_state(build_classifier(cfg), files.weights, files.name)
-        info = {k: v for k, v in files.config.items() if k != "model"}
-        info["source"] = {"origin": files.origin, "name": files.name, "sha256": files.sha256}
-        info["folder"] = str(files.folder) if files.folder else None
-        obj = cls(model, cfg, device, info=info, **kwargs)
-        obj.images = files.images
-        return obj
+        cfg = files.section(ClassifierConfig, "model")
+        try:
+            model = build_classifier(cfg)
+        except ConfigError as e:
+            raise CheckpointError(f"{files.where}: {e}") from None
+        load_state(model, files.weights, files.name)
+        return cls(model, cfg, device, info=files.info, images=files.images, **kwargs)
+
+    def to_config(self, segmenter: dict | None = None) -> dict:
+        """Its ``config.json``: what it is and how it was trained; ``segmenter``: record this stage-1 model instead."""
+        info = {k: v for k, v in self.info.items() if k not in ("kind", "source", "folder")}
+        if segmenter is not None:
+            info["segmenter"] = segmenter
+        return {"kind": self.kind, "model": to_dict(self.cfg), **info}
 
     def save(self, folder: str | Path, segmenter: dict | None = None) -> str:
         """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256.
@@ -64,41 +75,16 @@ class Classifier:
         Args:
             segmenter: what to record as its stage-1 model (default: what it was loaded or trained with).
         """
-        from ..runs import write_model
-
-        info = {k: v for k, v in self.info.items() if k not in ("kind", "source", "folder")}
-        if segmenter is not None:
-            info["segmenter"] = segmenter
-        return write_model(folder, {"kind": "classifier", "model": to_dict(self.cfg), **info},
-                           self.model.state_dict(), self.images)  # fmt: skip
+        return write_model(folder, self.to_config(segmenter), self.model.state_dict(), self.images)
 
     def segmenter_spec(self) -> str | Path | None:
-        """The stage-1 model it was trained with, to load with :meth:`Segmenter.load`: a built-in name, or
-        the run folder (stored relative to this run, so runs can be moved together); None for raw or
-        dataset masks.
+        """The stage-1 model it was trained with, for :meth:`Segmenter.load` (see :func:`lungcls.store.linked_segmenter`):
+        a built-in name or a folder; None for raw or dataset masks.
 
         Raises:
-            CheckpointError: the segmenter is no longer where the run says; the message says what was
-                expected and how to go on.
+            CheckpointError: the segmenter is no longer where the run says; the message says how to go on.
         """
-        from ..errors import CheckpointError
-
-        rec = self.info.get("segmenter")
-        if not rec:
-            return None
-        if rec.get("origin") == "builtin":
-            return rec["name"]
-        here = self.info.get("folder")
-        candidates = ([Path(here) / rec["path"]] if here and rec.get("path") else []) + (
-            [Path(rec["absolute"])] if rec.get("absolute") else [])  # fmt: skip
-        for c in candidates:
-            if (c / "config.json").is_file():
-                return Path(os.path.normpath(c))
-        raise CheckpointError(
-            f"this classifier was trained on masks of the segmenter at {rec.get('path')} (relative to {here}; "
-            f"weights sha256 {str(rec.get('sha256'))[:12]}), which is not there any more: pass it with --seg-model "
-            "RUN, or keep both stages together in a bundle (`lungcls bundle`)"
-        )
+        return linked_segmenter(self.info.get("segmenter"), self.info.get("folder"))
 
     @property
     def class_names(self) -> list[str]:
@@ -137,4 +123,4 @@ class Classifier:
         See :meth:`logits` for the arguments.
         """
         logits, empty = self.logits(images, masks)
-        return torch.softmax(logits / self.cfg.temperature, dim=1), empty
+        return calibrated(logits, self.cfg.temperature), empty

@@ -40,6 +40,7 @@ class ClassificationReport:
         calibration: temperature, ECE before/after and reliability bins (when logits were given).
         empty_masks: images whose lung mask was empty (the raw image was used).
         images: one record per image (row, image, source, label, pred, probs, empty_mask).
+        warnings: the model cards' warnings (synthetic, smoke, near chance, out of scope), shown above the tables.
     """
 
     name: str
@@ -57,6 +58,7 @@ class ClassificationReport:
     calibration: dict | None = None
     empty_masks: int = 0
     images: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -139,6 +141,7 @@ def format_markdown(report: ClassificationReport, title: str = "") -> str:
     """The reference layout (rows per class, accuracy, macro avg, weighted avg) and the extras."""
     r, n = report, report.n
     lines = [f"### {title}", ""] if title else []
+    lines += [f"> **WARNING {w}.**" for w in r.warnings] + ([""] if r.warnings else [])
     lines += ["| | precision | recall | f1-score | support |", "|---|---|---|---|---|"]
     for name, m in r.per_class.items():
         lines.append(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |")

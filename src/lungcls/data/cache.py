@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import write_json
+from ..defaults import WORKING_SIZE
 from ..errors import DataError
 from ..reader import Size
 from .duplicates import THUMB, duplicate_groups
@@ -54,7 +55,7 @@ class PrepareResult:
 def prepare_cache(
     manifest: Manifest,
     out: str | Path,
-    size: Size = (256, 256),
+    size: Size = (WORKING_SIZE, WORKING_SIZE),
     workers: int | None = None,
     progress: bool = True,
 ) -> PrepareResult:
@@ -81,34 +82,9 @@ def prepare_cache(
     todo = [i for i in range(len(manifest)) if i not in reuse]
     data_dir = out / f"data-{uuid.uuid4().hex[:12]}"
     data_dir.mkdir(parents=True)
-    rows, failed = [], []
     try:
-        with (
-            open(data_dir / "images.u8", "wb") as fi,
-            open(data_dir / "masks.u8", "wb") as fm,
-            open(data_dir / "thumbs.u8", "wb") as ft,
-        ):
-            decoded = scan(
-                manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare"
-            )
-            zeros = np.zeros(size, np.uint8)
-            for i, s in enumerate(manifest):
-                if i in reuse:
-                    image, mask, thumb, row = reuse[i]
-                else:
-                    r = next(decoded)
-                    if r.error is not None:
-                        failed.append({"path": s.image, "reason": r.error})
-                        continue
-                    image, mask, thumb = r.image, r.mask, r.thumb
-                    row = _row(s, stats[i], r.content_hash, mask is not None, r.mask_status)
-                fi.write(np.ascontiguousarray(image).tobytes())
-                fm.write(np.ascontiguousarray(mask if mask is not None else zeros).tobytes())
-                ft.write(np.ascontiguousarray(thumb).tobytes())
-                rows.append(row)
-            for f in (fi, fm, ft):
-                f.flush()
-                os.fsync(f.fileno())
+        decoded = scan(manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare")
+        rows, failed = _write_arrays(data_dir, manifest, stats, reuse, decoded, size)
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
@@ -246,6 +222,32 @@ def _read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT else None
+
+
+def _write_arrays(data_dir: Path, manifest: Manifest, stats: list, reuse: dict, decoded, size: Size) -> tuple[list, list]:
+    """Stream the images, masks and thumbnails of ``manifest`` (reused or freshly ``decoded``, in order) into
+    ``data_dir``; returns (the rows of the samples written, the files that failed)."""
+    rows, failed = [], []
+    zeros = np.zeros(size, np.uint8)
+    with open(data_dir / "images.u8", "wb") as fi, open(data_dir / "masks.u8", "wb") as fm, open(data_dir / "thumbs.u8", "wb") as ft:
+        for i, s in enumerate(manifest):
+            if i in reuse:
+                image, mask, thumb, row = reuse[i]
+            else:
+                r = next(decoded)
+                if r.error is not None:
+                    failed.append({"path": s.image, "reason": r.error})
+                    continue
+                image, mask, thumb = r.image, r.mask, r.thumb
+                row = _row(s, stats[i], r.content_hash, mask is not None, r.mask_status)
+            fi.write(np.ascontiguousarray(image).tobytes())
+            fm.write(np.ascontiguousarray(mask if mask is not None else zeros).tobytes())
+            ft.write(np.ascontiguousarray(thumb).tobytes())
+            rows.append(row)
+        for f in (fi, fm, ft):
+            f.flush()
+            os.fsync(f.fileno())
+    return rows, failed
 
 
 def _stat(s: Sample) -> list[int]:

@@ -48,55 +48,67 @@ def duplicate_groups(
         threshold: RMS gray-level distance below which two thumbnails are the same picture.
         min_correlation: correlation (plain or mirrored) from which two thumbnails are the same picture.
     """
-    import torch
-
     n = len(hashes)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    size = [1] * n
-
-    def join(i: int, j: int, limit: int = n) -> None:
-        a, b = find(i), find(j)
-        if a != b and size[a] + size[b] <= limit:
-            parent[a] = b
-            size[b] += size[a]
-
+    sets = _UnionFind(n)
     first: dict[str, int] = {}
     for i, h in enumerate(hashes):
         if h:
-            join(i, first.setdefault(h, i))
+            sets.join(i, first.setdefault(h, i))
     valid = np.array([bool(h) for h in hashes])
     if thumbs is not None and valid.sum() > 1:
-        idx = np.flatnonzero(valid)
-        t = torch.from_numpy(thumbs[idx].astype(np.float32))
-        z, mirrored = _standardise(t), _standardise(t.flip(-1))
-        t = t.reshape(len(idx), -1)
-        limit = threshold * THUMB  # cdist is the L2 norm over 256 values = 16 x RMS
-        correlated: list[tuple[float, int, int]] = []
-        for start in range(0, len(idx), chunk):
-            near = torch.cdist(t[start : start + chunk], t) < limit
-            rows, cols = torch.nonzero(near, as_tuple=True)
-            for r, c in zip((rows + start).tolist(), cols.tolist()):
-                if r < c:
-                    join(int(idx[r]), int(idx[c]))
-            rows_z = z[start : start + chunk]
-            corr = torch.maximum(rows_z @ z.T, rows_z @ mirrored.T)
-            rows, cols = torch.nonzero(corr >= min_correlation, as_tuple=True)
-            correlated += [(float(corr[r, c]), int(idx[r + start]), int(idx[c]))
-                           for r, c in zip(rows.tolist(), cols.tolist()) if r + start < c]  # fmt: skip
+        close, correlated = _similar_pairs(np.flatnonzero(valid), thumbs, threshold, min_correlation, chunk)
+        for i, j in close:
+            sets.join(i, j)
         for _, i, j in sorted(correlated, reverse=True):  # the closest pairs first
-            join(i, j, MAX_CORRELATED_GROUP)
+            sets.join(i, j, MAX_CORRELATED_GROUP)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         if hashes[i]:
-            groups.setdefault(find(i), []).append(i)
+            groups.setdefault(sets.find(i), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
+
+
+class _UnionFind:
+    """Disjoint sets of sample indices; a join may be refused when the joined set would pass a size limit."""
+
+    def __init__(self, n: int) -> None:
+        self.parent, self.size, self.n = list(range(n)), [1] * n, n
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def join(self, i: int, j: int, limit: int | None = None) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b and self.size[a] + self.size[b] <= (limit or self.n):
+            self.parent[a] = b
+            self.size[b] += self.size[a]
+
+
+def _similar_pairs(
+    idx: np.ndarray, thumbs: np.ndarray, threshold: float, min_correlation: float, chunk: int
+) -> tuple[list[tuple[int, int]], list[tuple[float, int, int]]]:
+    """Pairs of samples (among ``idx``) whose thumbnails are close in gray level, and pairs whose thumbnails
+    correlate (plain or mirrored) with their correlation, compared chunk by chunk."""
+    import torch
+
+    t = torch.from_numpy(thumbs[idx].astype(np.float32))
+    z, mirrored = _standardise(t), _standardise(t.flip(-1))
+    t = t.reshape(len(idx), -1)
+    limit = threshold * THUMB  # cdist is the L2 norm over 256 values = 16 x RMS
+    close: list[tuple[int, int]] = []
+    correlated: list[tuple[float, int, int]] = []
+    for start in range(0, len(idx), chunk):
+        rows, cols = torch.nonzero(torch.cdist(t[start : start + chunk], t) < limit, as_tuple=True)
+        close += [(int(idx[r + start]), int(idx[c])) for r, c in zip(rows.tolist(), cols.tolist()) if r + start < c]
+        rows_z = z[start : start + chunk]
+        corr = torch.maximum(rows_z @ z.T, rows_z @ mirrored.T)
+        rows, cols = torch.nonzero(corr >= min_correlation, as_tuple=True)
+        correlated += [(float(corr[r, c]), int(idx[r + start]), int(idx[c]))
+                       for r, c in zip(rows.tolist(), cols.tolist()) if r + start < c]  # fmt: skip
+    return close, correlated
 
 
 def _standardise(thumbs):

@@ -173,9 +173,13 @@ def format_report(report: InspectReport, max_list: int = 10) -> str:
         lines.append("  most common: " + ", ".join(f"{k} ({v})" for k, v in report.common_sizes.items()))
         lines.append("  formats: " + ", ".join(f"{k} {v}" for k, v in report.formats.items()))
         lines.append("  modes: " + ", ".join(f"{k} {v}" for k, v in report.modes.items()))
+    return "\n".join(lines + _duplicate_and_patient_lines(report, max_list))
+
+
+def _duplicate_and_patient_lines(report: InspectReport, max_list: int) -> list[str]:
     n_within = sum(len(g["paths"]) for g in report.duplicates_within_split)
     n_across = sum(len(g["paths"]) for g in report.duplicates_across_splits)
-    lines += [
+    lines = [
         "",
         f"Duplicate images: {report.duplicates_exact} groups with the same pixels, {report.duplicates_near} "
         "more of the same picture resampled or re-encoded (near duplicates)",
@@ -193,4 +197,4 @@ def format_report(report: InspectReport, max_list: int = 10) -> str:
             lines.append("  " + ", ".join(report.patients_across_splits[:max_list]))
     else:
         lines += ["", "Patients: no patient ids (splits cannot be checked for patient overlap)"]
-    return "\n".join(lines)
+    return lines

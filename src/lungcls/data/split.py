@@ -160,7 +160,6 @@ def complete_split(
     if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
         raise ValueError(f"val={val} and test={test} must be fractions in [0, 1) with val + test < 1")
     pinned = set(pinned)
-    counts = ", ".join(f"{s} {sum(1 for x in manifest if x.split == s)}" for s in manifest.splits)
     fixed = {i: s.split for i, s in enumerate(manifest) if s.split in SPLIT_NAMES and not resplit}
     members = _members(manifest, duplicates)
     assign = [fixed.get(i, "") for i in range(len(manifest))]
@@ -178,17 +177,26 @@ def complete_split(
         for g, idx in free.items():
             for i in idx:
                 assign[i] = SPLIT_NAMES[placed[g]]
-    out = manifest.with_splits(assign)
+    return _carve_and_say(manifest, manifest.with_splits(assign), n_free, len(fixed), val, test, seed, duplicates,
+                          pinned, carve, resplit)  # fmt: skip
+
+
+def _carve_and_say(
+    manifest: Manifest, out: Manifest, n_free: int, n_fixed: int, val: float, test: float, seed: int,
+    duplicates: Sequence[Sequence[int]] | None, pinned: set[int], carve: bool, resplit: bool,
+) -> tuple[Manifest, str]:  # fmt: skip
+    """Carve Test out of Train where asked and there is none, and the sentence that says what was done."""
+    counts = ", ".join(f"{s} {sum(1 for x in manifest if x.split == s)}" for s in manifest.splits)
     done = []
     if n_free:
         done.append(f"split {n_free} images without a split {1 - val - test:.0%}/{val:.0%}/{test:.0%}")
-    if len(manifest) - n_free - len(fixed):
-        done.append(f"sent {len(manifest) - n_free - len(fixed)} more to the split of their patient or duplicate")
+    if len(manifest) - n_free - n_fixed:
+        done.append(f"sent {len(manifest) - n_free - n_fixed} more to the split of their patient or duplicate")
     if carve and test > 0 and "Test" not in out.splits and {"Train", "Val"} <= set(out.splits):
         n_train = sum(1 for s in out if s.split == "Train")
         out = carve_split(out, min(0.9, test * len(out) / max(n_train, 1)), seed, duplicates, pinned=pinned)
         done.append(f"carved Test ({sum(1 for s in out if s.split == 'Test')} images) out of Train")
-    moved = [i for i in pinned if i not in fixed]
+    moved = [i for i in pinned if manifest.samples[i].split not in SPLIT_NAMES or resplit]
     if moved:
         done.append(f"kept {len(moved)} pinned images (and their patients and duplicates) in Train")
     if not done:

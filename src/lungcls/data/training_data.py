@@ -1,30 +1,80 @@
-"""Turn whatever the user points training at (roots, manifests, a cache) into a split packed cache."""
+"""Turn whatever the user points training at (roots, manifests, a cache) into a split packed cache: the one
+split-and-cache path, holding a source out, and the leak checks between splits."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..defaults import WORKING_SIZE
 from ..errors import DataError
-from .cache import PackedCache, fingerprints, is_cache, prepare_cache
+from .cache import PackedCache, PrepareResult, fingerprints, is_cache, prepare_cache
 from .duplicates import duplicate_groups
+from .manifest import Manifest
 from .sources import open_dataset
 from .split import SPLIT_NAMES, complete_split
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SplitCache:
+    """What :func:`split_and_cache` made: the cache, a sentence on the split made (None: none), what ``prepare`` did."""
+
+    cache: PackedCache
+    split: str | None
+    prepared: PrepareResult
+
+
+def split_and_cache(
+    manifest: Manifest,
+    cache_dir: str | Path,
+    size: int = WORKING_SIZE,
+    *,
+    split: str = "missing",
+    val: float = 0.1,
+    test: float = 0.2,
+    seed: int = 0,
+    pinned: Collection[str] = (),
+    hold_out: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> SplitCache:
+    """The one path from a manifest to a split packed cache (training, ``prepare --make-split``, the study).
+
+    Args:
+        split: ``"missing"``: split only when the data lacks a Train/Val split (training); ``"complete"``:
+            :func:`~lungcls.data.split.complete_split` as ``lungcls data split`` does (existing splits kept, Test
+            carved out of Train where there is none); ``"none"``: cache as it is.
+        val, test, seed: the shares and seed of a split made here.
+        pinned: content hashes of images that must go to Train (with their patients and duplicates).
+        hold_out: a source to hold out as Test instead (:func:`hold_out_split`).
+    """
+    if split not in ("missing", "complete", "none"):
+        raise ValueError(f"split must be 'missing', 'complete' or 'none', not {split!r}")
+    unsplit = any(s.split not in SPLIT_NAMES for s in manifest) or not {"Train", "Val"} <= set(manifest.splits)
+    made = None
+    if hold_out is not None or split == "complete" or (split == "missing" and unsplit):
+        hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
+        duplicates, keep = duplicate_groups(hashes, thumbs), {i for i, h in enumerate(hashes) if h and h in set(pinned)}
+        if hold_out is not None:
+            manifest, made = hold_out_split(manifest, hold_out, val, seed, duplicates, keep)
+        else:
+            manifest, made = complete_split(manifest, val=val, test=test, seed=seed, duplicates=duplicates,
+                                            pinned=keep, carve=split == "complete")  # fmt: skip
+    prepared = prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
+    return SplitCache(PackedCache.open(cache_dir), made, prepared)
+
+
 def open_training_data(
     paths: Sequence[str | Path],
     cache_dir: str | Path,
-    size: int = 256,
-    val: float = 0.1,
-    test: float = 0.2,
+    size: int = WORKING_SIZE,
     split_seed: int = 0,
-    workers: int | None = None,
     progress: bool = True,
     strict: bool = False,
     pinned: Collection[str] = (),
@@ -35,13 +85,9 @@ def open_training_data(
     ``paths`` may be one prepared cache (used as is, whatever its size), or dataset roots / CSV
     manifests, cached at ``size`` into ``cache_dir`` (reused when unchanged). Images without a
     Train/Val/Test split (such as the shared sets' ``All``) are split here (seeded, class-stratified,
-    patient-grouped, duplicates kept on one side; see :func:`lungcls.data.split.complete_split`);
-    images whose content hash is in ``pinned`` go to Train. A split made once with ``lungcls data
-    split`` and passed as a CSV is the way to give several runs the same split.
-
-    ``hold_out`` names a source set to hold out (external validation): its images are the Test
-    split, the other sources are split into Train and Val, and their images that show a held-out
-    patient or picture are left out (split ``Excluded``).
+    patient-grouped, duplicates kept on one side, 70/10/20); images whose content hash is in ``pinned`` go
+    to Train. A split made once with ``lungcls data split`` and passed as a CSV is the way to give several
+    runs the same split. ``hold_out`` names a source set to hold out as Test (see :func:`hold_out_split`).
 
     A patient or a picture found in two splits is logged as a warning, or with ``strict`` raised.
 
@@ -51,33 +97,18 @@ def open_training_data(
     Raises:
         DataError: no data, a cache without Train/Val splits, or (``strict``) a leak between splits.
     """
-    if hold_out is not None:
-        manifest = PackedCache.open(paths[0]).manifest if len(paths) == 1 and is_cache(paths[0]) else open_dataset(paths).manifest
-        hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
-        manifest, made = hold_out_split(manifest, hold_out, val, split_seed, duplicate_groups(hashes, thumbs),
-                                        {i for i, h in enumerate(hashes) if h and h in set(pinned)})  # fmt: skip
-        log.warning("%s", made)
-        prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
-        cache = PackedCache.open(cache_dir)
-        check_leaks(cache, strict)
-        return cache, made
-    if len(paths) == 1 and is_cache(paths[0]):
-        cache = PackedCache.open(paths[0])  # any size: the tasks resize batches to their model's size
-        if not {"Train", "Val"} <= {s.split for s in cache.samples}:
+    given = PackedCache.open(paths[0]) if len(paths) == 1 and is_cache(paths[0]) else None
+    if given is not None and hold_out is None:  # any size: the tasks resize batches to their model's size
+        if not {"Train", "Val"} <= {s.split for s in given.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
-        check_leaks(cache, strict)
-        return cache, None
-    manifest = open_dataset(paths).manifest
-    made = None
-    unsplit = any(s.split not in SPLIT_NAMES for s in manifest) or not {"Train", "Val"} <= set(manifest.splits)
-    if unsplit:
-        hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
-        keep = {i for i, h in enumerate(hashes) if h and h in set(pinned)}
-        manifest, made = complete_split(manifest, val=val, test=test, seed=split_seed,
-                                        duplicates=duplicate_groups(hashes, thumbs), pinned=keep, carve=False)  # fmt: skip
+        cache, made = given, None
+    else:
+        manifest = given.manifest if given is not None else open_dataset(paths).manifest
+        done = split_and_cache(manifest, cache_dir, size, seed=split_seed, pinned=pinned, hold_out=hold_out,
+                               progress=progress)  # fmt: skip
+        cache, made = done.cache, done.split
+    if made is not None:
         log.warning("%s", made)
-    prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
-    cache = PackedCache.open(cache_dir)
     check_leaks(cache, strict)
     return cache, made
 
@@ -91,7 +122,6 @@ def hold_out_split(
     Raises:
         DataError: ``source`` is not a source of ``manifest``.
     """
-    from .manifest import Manifest
     from .split import group_ids
 
     sources = sorted({s.source for s in manifest})

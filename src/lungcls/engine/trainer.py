@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import logging
 import math
 import os
@@ -28,13 +29,14 @@ import numpy as np
 import torch
 
 from ..atomic import write_json, write_text
-from ..checkpoint import load_weights, optimizer_tensors, read_json, restore_optimizer, save_model, save_weights, unwrap
+from ..checkpoint import cpu_state, optimizer_tensors, restore_optimizer, unwrap
 from ..config import TrainConfig
 from ..errors import LungclsError
 from .device import autocast
 from .ema import EMA, ema_decay
 from .distributed import Ranks, barrier, same_weights, wrap
 from .distributed import mean as distributed_mean
+from ..store import load_tensors, read_json, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,43 @@ class Task(Protocol):
 
 @dataclass
 class FitResult:
-    """What training produced: the history, and the best epoch and its metric."""
+    """What training produced.
+
+    Attributes:
+        history: one record per epoch (train loss, validation metrics, learning rate, time, images/s).
+        best_epoch, best_metric: the epoch (1-based) whose weights were kept, and its validation metric.
+        metrics: that epoch's ``val_*`` metrics (what the run's ``config.json`` records).
+        best_state: the kept weights (CPU tensors), to build the trained model from without reading files.
+        best_sha256: SHA-256 of ``model.safetensors`` as written.
+        stopped_early: the patience ran out.
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_metric: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    best_sha256: str | None = None
     stopped_early: bool = False
+
+
+@dataclass
+class Position:
+    """Where training stands inside an epoch: what an interrupt saves, so a resumed run goes on exactly there.
+
+    Attributes:
+        epoch: the epoch (0-based); step: batches of it done; loss_sum, seen: the epoch's running loss
+        (summed over images) and images; seconds: time spent on it; rng_state: its augmentation draws' state
+        to restore; rng: the generator drawing them.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float | torch.Tensor = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+    rng_state: torch.Tensor | None = field(default=None, repr=False)
+    rng: torch.Generator | None = field(default=None, repr=False)
 
 
 CHECK_EVERY = 25  # steps between two looks at the running loss (finite? progress bar)
@@ -121,78 +154,114 @@ def fit(
     Args:
         train, val: loaders with ``__len__``, ``__iter__`` and ``set_epoch`` (see CacheLoader).
         run_dir: where checkpoints, history and ``config.json`` go.
-        run_config: the run's JSON config; saved as ``config.json`` with the best metrics added.
-        resume: continue from ``run_dir/last.*`` (the epoch after the last saved one).
+        run_config: the run's JSON config: written as ``config.json`` at the start, and again with the best
+            epoch's metrics and the SHA-256 of its weights whenever they improve (the dict is not changed).
+        resume: continue from ``run_dir/last.*``, at the epoch and step where it stopped.
         on_epoch_end: called with (epoch, record) after each epoch is saved.
         ranks: this process's place in a multi-process (torchrun) run: the model is wrapped in
             DistributedDataParallel, ``train`` must serve this rank's shard, the train loss is
             averaged over ranks, every rank validates on the whole of ``val`` (so early stopping
             agrees), and only rank 0 writes files, logs and progress bars.
+
+    Ctrl-C (``KeyboardInterrupt``) first saves where training stands, even in the middle of an epoch, then
+    goes on up: ``resume`` continues from there with the same batches and augmentation draws. ``task.model``
+    is the same module afterwards as before (it is wrapped for DistributedDataParallel only while fit runs).
     """
-    with deterministic_kernels(cfg.deterministic):
-        return _fit(task, train, val, cfg, Path(run_dir), run_config, resume, progress, on_epoch_end, ranks or Ranks())
+    plain = task.model
+    try:
+        with deterministic_kernels(cfg.deterministic):
+            return _Fit(task, train, val, cfg, Path(run_dir), run_config, progress, on_epoch_end, ranks or Ranks()).run(resume)
+    finally:
+        task.model = plain
 
 
-def _fit(
-    task: Task, train: Any, val: Any | None, cfg: TrainConfig, run_dir: Path, run_config: dict, resume: bool,
-    progress: bool, on_epoch_end: Callable[[int, dict], None] | None, ranks: Ranks,
-) -> FitResult:  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model, device = task.model, task.device
-    progress = progress and ranks.main
-    # fused: one kernel per step for all parameters on CUDA
-    optimizer = torch.optim.AdamW(
-        unwrap(model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-    )
-    steps_per_epoch = len(train)
-    if steps_per_epoch == 0:
-        raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    result, start, bad_epochs = FitResult(), 0, 0
-    ema = EMA(model, ema_decay(cfg.ema_epochs, steps_per_epoch)) if cfg.ema_epochs > 0 else None
-    if resume:
-        start, bad_epochs = _resume(run_dir, model, optimizer, result, ema)
-    # DDP starts every rank from rank 0's weights
-    task.model = model = wrap(model, ranks, device)
-    if ranks.main:
-        write_json(run_dir / "config.json", run_config)
-    better = (lambda a, b: a > b) if task.goal == "max" else (lambda a, b: a < b)
-    last_save = _Throttle()
-    for epoch in range(start, cfg.epochs):
-        record = _train_epoch(task, train, optimizer, cfg, epoch, warmup, progress, ema)
-        record["train_loss"] = distributed_mean(record["train_loss"], ranks, device)
-        if val is not None:
-            record.update(_validate(task, val, cfg, ema))
-        result.history.append(record)
-        score = record.get(f"val_{task.metric}", -record["train_loss"] if task.goal == "max" else record["train_loss"])
-        if result.best_epoch < 0 or better(score, result.best_metric):
-            result.best_epoch, result.best_metric, bad_epochs = epoch + 1, float(score), 0
-            run_config["metrics"] = {
-                "best_epoch": epoch + 1,
-                **{k: v for k, v in record.items() if k.startswith("val_")},
-            }
-            if ranks.main:
-                save_model(run_dir / "model.safetensors", ema.model if ema else model)
-                write_json(run_dir / "config.json", run_config)
-        else:
-            bad_epochs += 1
-        agree = same_weights(unwrap(model), ranks, device)
-        stop = bool(cfg.patience) and bad_epochs >= cfg.patience
+class _Fit:
+    """One call of :func:`fit`: the optimiser, the average, the best so far and where training stands."""
+
+    def __init__(
+        self, task: Task, train: Any, val: Any | None, cfg: TrainConfig, run_dir: Path, run_config: dict,
+        progress: bool, on_epoch_end: Callable[[int, dict], None] | None, ranks: Ranks,
+    ) -> None:  # fmt: skip
+        self.task, self.train, self.val, self.cfg, self.dir, self.ranks = task, train, val, cfg, run_dir, ranks
+        self.run_config, self.progress, self.on_epoch_end = run_config, progress and ranks.main, on_epoch_end
+        # fused: one kernel per step for all parameters on CUDA
+        self.optimizer = torch.optim.AdamW(unwrap(task.model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           fused=task.device.type == "cuda")  # fmt: skip
+        self.steps = len(train)
+        if self.steps == 0:
+            raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
+        self.warmup = int(cfg.warmup_epochs * self.steps)
+        self.ema = EMA(task.model, ema_decay(cfg.ema_epochs, self.steps)) if cfg.ema_epochs > 0 else None
+        self.result, self.bad_epochs, self.position, self.throttle = FitResult(), 0, Position(), _Throttle()
+
+    def run(self, resume: bool) -> FitResult:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.position, self.bad_epochs = _resume(self.dir, self.task.model, self.optimizer, self.result, self.ema)
+        self.task.model = wrap(self.task.model, self.ranks, self.task.device)  # DDP starts every rank from rank 0's weights
+        if self.ranks.main:
+            write_json(self.dir / "config.json", self.config())
+        try:
+            for epoch in range(self.position.epoch, self.cfg.epochs):
+                if self.epoch(epoch):
+                    self.result.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            if self.ranks.main:
+                self.save_last({"world_size": self.ranks.world, "interrupted": True})
+            raise
+        return self.result
+
+    def config(self) -> dict:
+        """The run's ``config.json``: the caller's record, with the best epoch's metrics and weights' hash once known."""
+        r = self.result
+        return {**self.run_config, **({"metrics": r.metrics, "weights_sha256": r.best_sha256} if r.best_sha256 else {})}
+
+    def epoch(self, epoch: int) -> bool:
+        """Train, validate, keep and save one epoch; True when the patience has run out."""
+        task, cfg, ranks = self.task, self.cfg, self.ranks
+        record = _train_epoch(task, self.train, self.optimizer, cfg, self.warmup, self.progress, self.ema, self.position)
+        record["train_loss"] = distributed_mean(record["train_loss"], ranks, task.device)
+        if self.val is not None:
+            record.update(_validate(task, self.val, cfg, self.ema))
+        self.result.history.append(record)
+        self.keep_if_best(epoch, record)
+        self.position = Position(epoch + 1)
+        agree = same_weights(unwrap(task.model), ranks, task.device)
+        stop = bool(cfg.patience) and self.bad_epochs >= cfg.patience
         if ranks.main:
-            if stop or epoch + 1 == cfg.epochs or last_save.due():
-                multi = {"world_size": ranks.world, "weights_agree": agree}
-                with last_save:
-                    _save_last(run_dir, model, optimizer, epoch, result, bad_epochs, multi, ema)
-            _write_history(run_dir, result.history)
+            if stop or epoch + 1 == cfg.epochs or self.throttle.due():
+                with self.throttle:
+                    self.save_last({"world_size": ranks.world, "weights_agree": agree})
+            _write_history(self.dir, self.result.history)
         barrier(ranks)  # the files are complete before any rank goes on
         if ranks.main:
             _log(record)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-        if stop:
-            result.stopped_early = True
-            break
-    return result
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, record)
+        return stop
+
+    def keep_if_best(self, epoch: int, record: dict) -> None:
+        """Keep (and on rank 0 write) the epoch's weights when its validation metric is the best so far."""
+        r, maximise = self.result, self.task.goal == "max"
+        score = record.get(f"val_{self.task.metric}", -record["train_loss"] if maximise else record["train_loss"])
+        if r.best_epoch >= 0 and not (score > r.best_metric if maximise else score < r.best_metric):
+            self.bad_epochs += 1
+            return
+        self.bad_epochs = 0
+        r.best_epoch, r.best_metric = epoch + 1, float(score)
+        r.metrics = {"best_epoch": epoch + 1, **{k: v for k, v in record.items() if k.startswith("val_")}}
+        r.best_state = cpu_state(self.ema.model if self.ema else self.task.model)
+        if self.ranks.main:
+            r.best_sha256 = save_tensors(self.dir / "model.safetensors", r.best_state)
+            write_json(self.dir / "config.json", self.config())
+
+    def save_last(self, extra: dict) -> None:
+        """Write where training stands (an epoch's end, or a step inside one) as ``last.*``."""
+        if len(self.result.history) > self.position.epoch:  # interrupted after the epoch's record was made
+            self.position = Position(self.position.epoch + 1)
+        _save_last(self.dir, self.task.model, self.optimizer, self.position.epoch - 1, self.result, self.bad_epochs,
+                   extra, self.ema, position=self.position)  # fmt: skip
 
 
 class _Throttle:
@@ -234,36 +303,42 @@ def _train_epoch(
     train: Any,
     optimizer: torch.optim.Optimizer,
     cfg: TrainConfig,
-    epoch: int,
     warmup: int,
     progress: bool,
-    ema: EMA | None = None,
+    ema: EMA | None,
+    position: Position,
 ) -> dict[str, float]:
-    """One pass over ``train``; returns the epoch's record (mean train loss, last lr, time, images/s)."""
-    steps = len(train)
+    """One pass over ``train`` from ``position`` (the start of an epoch, or a step inside it when resuming),
+    which it keeps up to date; returns the epoch's record (mean train loss, last lr, time, images/s)."""
+    epoch, steps, start = position.epoch, len(train), position.step
     train.set_epoch(epoch)
     generator = torch.Generator(device=task.device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-    t0, seen, lr = time.perf_counter(), 0, cfg.lr
-    total_loss = torch.zeros((), device=task.device)  # summed on the device: no wait for the GPU each step
+    if start and position.rng_state is not None:
+        generator.set_state(position.rng_state)
+    position.rng = generator
+    t0, lr, seconds_before = time.perf_counter(), cfg.lr, position.seconds
+    # summed on the device: no wait for the GPU each step
+    position.loss_sum = torch.full((), float(position.loss_sum), device=task.device)
     task.model.train()
-    bar = _bar(progress, steps, f"epoch {epoch + 1}/{cfg.epochs}")
-    for k, batch in enumerate(train):
+    bar = _bar(progress, steps, f"epoch {epoch + 1}/{cfg.epochs}", initial=start)
+    for k, batch in enumerate(itertools.islice(iter(train), start, None), start=start):
         lr = learning_rate(epoch * steps + k, cfg.epochs * steps, warmup, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _step(task, batch, generator, optimizer, cfg)
         if ema is not None:
             ema.update(task.model)
-        total_loss += loss * len(batch)
-        seen += len(batch)
+        position.loss_sum += loss * len(batch)
+        position.seen += len(batch)
+        position.step, position.seconds = k + 1, seconds_before + time.perf_counter() - t0
         if (k + 1) % CHECK_EVERY == 0 or k + 1 == steps:  # the only waits for the device in an epoch
-            mean = _finite(float(total_loss) / seen, k, cfg)
-            bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            mean = _finite(float(position.loss_sum) / position.seen, k, cfg)
+            bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{(position.seen) / max(position.seconds, 1e-9):.0f}")
         bar.update(1)
     bar.close()
-    seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "train_loss": float(total_loss) / max(seen, 1), "lr": lr, "steps": steps,
-            "seconds": seconds, "train_img_s": seen / seconds}  # fmt: skip
+    seconds = max(position.seconds, 1e-9)
+    return {"epoch": epoch + 1, "train_loss": float(position.loss_sum) / max(position.seen, 1), "lr": lr,
+            "steps": steps, "seconds": seconds, "train_img_s": position.seen / seconds}  # fmt: skip
 
 
 def _finite(mean_loss: float, step: int, cfg: TrainConfig) -> float:
@@ -303,24 +378,33 @@ def _save_last(
     bad: int,
     extra: dict,
     ema: EMA | None = None,
+    position: Position | None = None,
 ) -> None:
+    """``last.*``: weights, optimiser and average after ``epoch`` (0-based, -1 before the first), and, when
+    ``position`` is inside the next epoch, how far into it training got (its step, running loss and draws)."""
     tensors, groups = optimizer_tensors(optimizer)
     tensors.update({f"model.{k}": v for k, v in unwrap(model).state_dict().items()})
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    save_weights(run_dir / "last.safetensors", tensors)
+    inside = position is not None and position.step > 0
+    if inside and position.rng is not None:
+        tensors["rng.generator"] = position.rng.get_state()
+    sha = save_tensors(run_dir / "last.safetensors", tensors)
     state = {"epoch": epoch, "best_epoch": result.best_epoch, "best_metric": result.best_metric, "bad_epochs": bad,
-             "history": result.history, "param_groups": groups, **extra}  # fmt: skip
+             "history": result.history, "param_groups": groups, "sha256": sha, **extra}  # fmt: skip
+    if inside:
+        state["inside_epoch"] = {"step": position.step, "loss_sum": float(position.loss_sum), "seen": position.seen,
+                                 "seconds": position.seconds}  # fmt: skip
     write_json(run_dir / "last.json", state)
 
 
 def _resume(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: FitResult, ema: EMA | None = None
-) -> tuple[int, int]:
+) -> tuple[Position, int]:
     if not (run_dir / "last.json").is_file():
         raise LungclsError(f"{run_dir}: nothing to resume (no last.json); start without --resume")
     state = read_json(run_dir / "last.json")
-    tensors = load_weights(run_dir / "last.safetensors")
+    tensors = load_tensors(run_dir / "last.safetensors", state.get("sha256"))
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     unwrap(model).load_state_dict(weights)
     if ema is not None:
@@ -328,7 +412,15 @@ def _resume(
         ema.load_state_dict(averaged or weights)  # a run saved without EMA starts its average here
     restore_optimizer(optimizer, tensors, state["param_groups"])
     result.history, result.best_epoch, result.best_metric = state["history"], state["best_epoch"], state["best_metric"]
-    return state["epoch"] + 1, state["bad_epochs"]
+    if result.best_epoch > 0 and (run_dir / "model.safetensors").is_file():
+        config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+        result.best_sha256 = config.get("weights_sha256")
+        result.best_state = load_tensors(run_dir / "model.safetensors", result.best_sha256)
+        result.metrics = config.get("metrics", {})
+    inside = state.get("inside_epoch") or {}
+    position = Position(state["epoch"] + 1, inside.get("step", 0), inside.get("loss_sum", 0.0), inside.get("seen", 0),
+                        inside.get("seconds", 0.0), rng_state=tensors.get("rng.generator"))  # fmt: skip
+    return position, state["bad_epochs"]
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -341,10 +433,10 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     write_text(run_dir / "history.csv", buf.getvalue())
 
 
-def _bar(progress: bool, total: int, desc: str):
+def _bar(progress: bool, total: int, desc: str, initial: int = 0):
     from ..progress import progress_bar
 
-    return progress_bar(total=total, desc=desc, unit="batch", enabled=progress, leave=False)
+    return progress_bar(total=total, desc=desc, unit="batch", enabled=progress, leave=False, initial=initial)
 
 
 def _log(record: dict) -> None:

@@ -1,6 +1,6 @@
-"""Model builders, one file per family: the stage-1 U-Net and the stage-2 ResNet."""
+"""Model builders, one file per family: the stage-1 U-Net and the stage-2 classifiers (a registry)."""
 
-from .resnet import build_classifier
+from .classifiers import CLASSIFIERS, build_classifier
 from .unet import build_segmenter
 
-__all__ = ["build_classifier", "build_segmenter"]
+__all__ = ["CLASSIFIERS", "build_classifier", "build_segmenter"]

@@ -11,23 +11,15 @@ from ..errors import ConfigError
 def build_segmenter(cfg: SegmenterConfig, encoder_weights: str | None = None) -> torch.nn.Module:
     """An ``smp.Unet`` for ``cfg``: input float (N, 1, H, W) normalised, output logits (N, 1, H, W).
 
-    H and W must be multiples of 2**encoder_depth. The architecture comes from ``cfg`` alone;
+    H and W must be multiples of 2**encoder_depth (the config checks its own size). The architecture comes from ``cfg`` alone;
     ``encoder_weights`` (``"imagenet"``: smp's local cache, or a safetensors/torchvision file of the
     encoder) is read only when training starts, never when a trained model is loaded.
 
     Encoder stages a shallower U-Net never runs (e.g. ResNet's ``layer4`` at depth 4) are removed,
-    so they are neither trained nor saved; :data:`STRIPPED` names them on the returned module.
+    so they are neither trained nor saved; :func:`own_state` drops their weights from older files.
     """
     import segmentation_models_pytorch as smp
 
-    if len(cfg.decoder_channels or []) != cfg.encoder_depth:
-        raise ConfigError(
-            "decoder_channels", f"needs {cfg.encoder_depth} values (one per encoder stage), got {cfg.decoder_channels}"
-        )
-    if cfg.image_size % (2**cfg.encoder_depth):
-        raise ConfigError(
-            "image_size", f"{cfg.image_size} is not a multiple of {2**cfg.encoder_depth} (2 ** encoder_depth)"
-        )
     smp_weights = encoder_weights if encoder_weights == "imagenet" else None
     try:
         model = smp.Unet(
@@ -77,10 +69,16 @@ def _strip_unused_stages(model: torch.nn.Module, cfg: SegmenterConfig) -> None:
     setattr(model, STRIPPED, stripped)
 
 
-def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
-    from .resnet import imagenet_state_dict
+def own_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the weights of encoder stages ``model`` was built without (older versions saved them)."""
+    stripped = tuple(getattr(model, STRIPPED, ()))
+    return {k: v for k, v in state.items() if not k.startswith(stripped)} if stripped else state
 
-    state = imagenet_state_dict(weights_file=path)  # safetensors, or a torchvision .pth read with weights_only
+
+def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
+    from ..store import read_weights_file
+
+    state = read_weights_file(path)  # safetensors, or a torchvision .pth read with weights_only
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if "conv1.weight" in state and state["conv1.weight"].shape[1] != encoder.conv1.weight.shape[1]:
         state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)  # RGB filters -> one gray channel

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data.cache import PackedCache
+from ..model_card import model_warnings
 from .metrics import hausdorff95, mask_scores, summarize
 from .segmenter import Segmenter
 
@@ -27,6 +28,7 @@ class SegmentationReport:
         images: per image: image path, source, split, dice, iou, pixel_accuracy, hd95, dice_raw, flags.
         outlines_png: a grid of predicted (green) and true (red) outlines with each image's Dice, as PNG
             (not in the JSON).
+        warnings: the segmenter's card warnings, shown above the table.
     """
 
     name: str
@@ -34,10 +36,12 @@ class SegmentationReport:
     by_source: dict[str, dict[str, dict[str, float]]]
     images: list[dict] = field(default_factory=list)
     outlines_png: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (without the figure)."""
-        return {"name": self.name, "summary": self.summary, "by_source": self.by_source, "images": self.images}
+        return {"name": self.name, "summary": self.summary, "by_source": self.by_source, "images": self.images,
+                "warnings": self.warnings}  # fmt: skip
 
     def markdown(self) -> str:
         """One row per source set and one for all: Dice mean (median, 5th percentile), IoU, pixel accuracy, HD95."""
@@ -49,7 +53,8 @@ class SegmentationReport:
             return (f"| {name} | {d['n']} | {d['mean']:.4f} | {d['median']:.4f} | {d['p5']:.4f} | {s['iou']['mean']:.4f} | "
                     f"{s['pixel_accuracy']['mean']:.4f} | {s['hd95']['mean']:.2f} | {s['dice_raw']['mean']:.4f} |\n")  # fmt: skip
 
-        return head + "".join(row(k or "(unnamed)", v) for k, v in self.by_source.items()) + row("**all**", self.summary)
+        warned = "".join(f"> **WARNING {w}.**\n\n" for w in self.warnings)
+        return warned + head + "".join(row(k or "(unnamed)", v) for k, v in self.by_source.items()) + row("**all**", self.summary)
 
 
 def evaluate_segmenter(
@@ -71,8 +76,8 @@ def evaluate_segmenter(
         chunk = rows[start : start + step]
         pixels = np.asarray(cache.images[chunk])[:, None]
         truth = torch.from_numpy(np.asarray(cache.masks[chunk]))[:, None]
-        masks, flags, probs = segmenter.masks(pixels, keep_probs=True)
-        masks, probs = masks.cpu(), probs.float().cpu()
+        batch = segmenter.masks(pixels, keep_probs=True)
+        masks, flags, probs = batch.masks.cpu(), batch.flags, batch.probs.float().cpu()
         scores = mask_scores(masks, truth)
         raw = mask_scores((probs > segmenter.post.threshold).long(), truth)["dice"]
         hd = hausdorff95(masks, truth)
@@ -89,6 +94,7 @@ def evaluate_segmenter(
     for r in images:
         by_source[r["source"]].append(r)
     report = SegmentationReport(
+        warnings=model_warnings(segmenter),
         name=name,
         summary={m: summarize([r[m] for r in images]) for m in METRICS},
         by_source={src: {m: summarize([r[m] for r in rs]) for m in METRICS} for src, rs in sorted(by_source.items())},

@@ -15,10 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import builtin
 from ..checkpoint import load_state
-from ..config import PostprocessConfig, SegmenterConfig, from_dict, to_dict
+from ..config import PostprocessConfig, SegmenterConfig, to_dict
 from ..engine.device import autocast, inference_batch_size, resolve_device
-from ..models import build_segmenter
+from ..models.unet import build_segmenter, own_state, smp_config
+from ..store import read_model, write_model
 from .postprocess import postprocess
 from .task import SegmentationTask
 
@@ -40,6 +42,21 @@ class SegmentResult:
     flags: list[str] = field(default_factory=list)
 
 
+@dataclass
+class MaskBatch:
+    """What the one stage-1 inference path returns for a batch, on the segmenter's device.
+
+    Attributes:
+        masks: uint8 (N, 1, H, W) in {0, 1}, post-processed, at the size the images were given.
+        flags: mask-quality flags per image (see :mod:`lungcls.seg.postprocess`).
+        probs: float32 (N, 1, H, W) in [0, 1], the lung probabilities before post-processing (only when asked).
+    """
+
+    masks: torch.Tensor
+    flags: list[list[str]]
+    probs: torch.Tensor | None = None
+
+
 class Segmenter:
     """A trained lung U-Net and its post-processing.
 
@@ -49,12 +66,15 @@ class Segmenter:
             a GPU, 8 on CPU).
         compile: run the forward pass through ``torch.compile`` (faster on a GPU after a warm-up).
         info: where the model came from and how it was trained (the rest of its ``config.json``).
+        images: content hashes of its Train/Val/Test images, if recorded.
     """
+
+    kind = "segmenter"
 
     def __init__(
         self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
         device: str | torch.device = "auto", amp: bool = True, batch_size: int | None = None, compile: bool = False,
-        info: dict | None = None,
+        info: dict | None = None, images: dict[str, list[str]] | None = None,
     ) -> None:  # fmt: skip
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.post, self.amp = cfg, post or PostprocessConfig(), amp
@@ -63,44 +83,34 @@ class Segmenter:
         self.model = self.task.model  # the plain module (saving, export)
         self.forward = torch.compile(self.model) if compile else self.model
         self.info = dict(info or {})
-        self.images: dict[str, list[str]] | None = None  # content hashes of its Train/Val/Test images, if recorded
+        self.images = images
 
     @classmethod
-    def load(cls, spec: str | Path = "", device: str | torch.device = "auto", **kwargs) -> Segmenter:
-        """Load a built-in model by name (default: :data:`lungcls.builtin.DEFAULT`), a ``train-seg`` run
-        folder, or a bundle's segmenter. Only the architecture is rebuilt; no initial weights are read.
+    def load(cls, spec: str | Path | None = None, device: str | torch.device = "auto", **kwargs) -> Segmenter:
+        """Load a built-in model by name (None: :data:`lungcls.builtin.DEFAULT`), a ``train-seg`` run folder, or a
+        bundle's segmenter, checked by the model store. Only the architecture is rebuilt; no initial weights are read.
 
         Raises:
-            CheckpointError: ``spec`` is none of these; the message says what it found.
+            CheckpointError: ``spec`` is none of these (the message says what it found), or its files do not
+                pass the store's checks (SHA-256, value ranges).
         """
-        from .. import builtin
-        from ..runs import read_model
+        files = read_model(builtin.DEFAULT if spec is None else spec, "segmenter")
+        cfg = files.section(SegmenterConfig, "model")
+        post = files.section(PostprocessConfig, "postprocess")
+        model = build_segmenter(cfg)
+        load_state(model, own_state(model, files.weights), files.name)
+        info = {k: v for k, v in files.info.items() if k not in smp_config(cfg)}
+        return cls(model, cfg, post, device, info=info, images=files.images, **kwargs)
 
-        from ..models.unet import smp_config
-
-        files = read_model(spec or builtin.DEFAULT, "segmenter")
-        cfg = from_dict(SegmenterConfig, files.config["model"], "model.")
-        smp_keys = smp_config(cfg)
-        post = from_dict(PostprocessConfig, files.config.get("postprocess", {}), "postprocess.")
-        model = load_state(build_segmenter(cfg), files.weights, files.name)
-        info = {k: v for k, v in files.config.items() if k not in ("model", "postprocess")}
-        for key in smp_keys:  # smp's copy of the architecture is written again from cfg on saving
-            info.pop(key, None)
-        info["source"] = {"origin": files.origin, "name": files.name, "sha256": files.sha256}
-        obj = cls(model, cfg, post, device, info=info, **kwargs)
-        obj.images = files.images
-        return obj
+    def to_config(self) -> dict:
+        """Its ``config.json``: what it is (with the keys ``smp.from_pretrained`` reads) and how it was trained."""
+        info = {k: v for k, v in self.info.items() if k not in ("kind", "source", "folder") and not k.startswith("_")}
+        return {"kind": self.kind, "model": to_dict(self.cfg), "postprocess": to_dict(self.post), **info,
+                **smp_config(self.cfg)}  # fmt: skip
 
     def save(self, folder: str | Path) -> str:
         """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256."""
-        from ..runs import write_model
-
-        from ..models.unet import smp_config
-
-        config = {"kind": "segmenter", "model": to_dict(self.cfg), "postprocess": to_dict(self.post),
-                  **{k: v for k, v in self.info.items() if k not in ("kind", "source") and not k.startswith("_")},
-                  **smp_config(self.cfg)}  # fmt: skip
-        return write_model(folder, config, self.model.state_dict(), self.images)
+        return write_model(folder, self.to_config(), self.model.state_dict(), self.images)
 
     @property
     def seen_images(self) -> set[str]:
@@ -126,25 +136,19 @@ class Segmenter:
             out.append(p)
         return torch.cat(out) if out else torch.empty(0, 1, *images.shape[-2:], device=self.device)
 
-    def masks(
-        self, images: torch.Tensor | np.ndarray, keep_probs: bool = False, progress: bool = False
-    ) -> tuple[torch.Tensor, list[list[str]]] | tuple[torch.Tensor, list[list[str]], torch.Tensor]:
+    def masks(self, images: torch.Tensor | np.ndarray, keep_probs: bool = False, progress: bool = False) -> MaskBatch:
         """Post-processed lung masks, on the segmenter's device: the one stage-1 inference path.
 
         Args:
             images: uint8 (N, 1, H, W) (a tensor anywhere, or a NumPy array / memory-map, read batch by batch).
             keep_probs: also return the probabilities (for the threshold-only Dice of evaluations).
             progress: show a progress bar.
-
-        Returns:
-            (masks uint8 (N, 1, H, W) in {0, 1}, flags per image[, probs float (N, 1, H, W)]).
         """
         from ..progress import progress_bar
 
-        n = len(images)
         out, flags, probs = [], [], []
-        bar = progress_bar(total=n, desc="segmenting", unit="img", enabled=progress)
-        for start in range(0, n, self.batch_size):
+        bar = progress_bar(total=len(images), desc="segmenting", unit="img", enabled=progress)
+        for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             chunk = torch.from_numpy(np.array(chunk)) if isinstance(chunk, np.ndarray) else chunk  # a copy: memory-maps are read-only
             p = self.probabilities(chunk)
@@ -157,21 +161,41 @@ class Segmenter:
         bar.close()
         shape = (0, 1, *images.shape[-2:])
         masks = torch.cat(out) if out else torch.empty(shape, dtype=torch.uint8, device=self.device)
-        if keep_probs:
-            return masks, flags, torch.cat(probs) if probs else torch.empty(shape, device=self.device)
-        return masks, flags
+        kept = (torch.cat(probs) if probs else torch.empty(shape, device=self.device)) if keep_probs else None
+        return MaskBatch(masks, flags, kept)
 
     def segment(self, images: torch.Tensor) -> list[SegmentResult]:
         """Masks with lung fraction, box and flags for uint8 (N, 1, H, W) images."""
-        return describe(*self.masks(images))
+        return describe(self.masks(images))
+
+    def cache_masks(self, cache, progress: bool = True) -> np.ndarray:
+        """Masks for every row of a packed cache, through the one inference path: uint8 (N, H, W) in {0, 1}.
+
+        Predicted once per segmenter (weights and post-processing) and cache: kept beside the cache's data as
+        ``predicted-<key>.u8`` and memory-mapped by every later run with the same segmenter.
+        """
+        import hashlib
+        import json
+
+        from ..atomic import write_bytes
+
+        weights = self.info.get("source", {}).get("sha256")
+        key = hashlib.sha256(f"{weights}{json.dumps(vars(self.post), sort_keys=True)}".encode()).hexdigest()[:16]
+        stored = cache.path / cache.meta["data_dir"] / f"predicted-{key}.u8"
+        if weights and stored.is_file() and stored.stat().st_size == cache.images.size:
+            return np.memmap(stored, np.uint8, "r", shape=cache.images.shape)
+        masks = self.masks(cache.images[:, None], progress=progress).masks[:, 0].cpu().numpy()
+        if weights:
+            write_bytes(stored, masks.tobytes())
+        return masks
 
 
-def describe(masks: torch.Tensor, flags: Sequence[list[str]]) -> list[SegmentResult]:
-    """Lung fraction and box of uint8 (N, 1, H, W) masks on any device (computed there, one copy back)."""
+def describe(batch: MaskBatch) -> list[SegmentResult]:
+    """Lung fraction and box of a batch's masks on any device (computed there, one copy back)."""
     from ..masking import lung_boxes
 
-    boxes, empty = lung_boxes(masks, 0.0)
-    fractions = (masks != 0).float().mean(dim=(1, 2, 3))
-    arrays, boxes, empty, fractions = masks[:, 0].cpu().numpy(), boxes.long().tolist(), empty.tolist(), fractions.tolist()
+    boxes, empty = lung_boxes(batch.masks, 0.0)
+    fractions = (batch.masks != 0).float().mean(dim=(1, 2, 3))
+    arrays, boxes, empty, fractions = batch.masks[:, 0].cpu().numpy(), boxes.long().tolist(), empty.tolist(), fractions.tolist()
     return [SegmentResult(m, f, None if e else tuple(b), list(g))
-            for m, f, b, e, g in zip(arrays, fractions, boxes, empty, flags)]  # fmt: skip
+            for m, f, b, e, g in zip(arrays, fractions, boxes, empty, batch.flags)]  # fmt: skip

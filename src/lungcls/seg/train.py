@@ -1,32 +1,97 @@
-"""Train stage 1: data -> packed cache -> U-Net trained with the shared engine -> evaluated run folder."""
+"""Train stage 1: the lung U-Net as a :class:`~lungcls.stage.Stage` of the one lifecycle, and its entry point."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..atomic import write_json
-from ..checkpoint import read_json
+import numpy as np
+import torch
+
+from ..checkpoint import unwrap
 from ..config import PostprocessConfig, SegmenterConfig, TrainConfig, from_dict, to_dict
 from ..data.augment import DeviceAugment
-from ..data.loader import CacheLoader
-from ..data.training_data import open_training_data
-from ..engine.distributed import main_first, rank_batch_size, setup
-from ..engine.trainer import fit, seed_everything
+from ..defaults import WORKING_SIZE
 from ..errors import DataError
 from ..model_card import segmenter_summary
-from ..models import build_segmenter
-from ..models.unet import smp_config
-from ..reader import DEFAULT_SIZE
+from ..models.classifiers import describe_weights
+from ..models.unet import build_segmenter, smp_config
 from ..recipes import segmenter_recipe
-from ..runinfo import environment
-from ..training import TrainResult, data_record, images_record, split_rows, start_run
-from .evaluate import evaluate_segmenter, write_segmentation_report
+from ..runs import TrainResult, images_record, split_rows
+from ..stage import DataRequest, Stage, run_stage
+from .evaluate import SegmentationReport, evaluate_segmenter, write_segmentation_report
 from .segmenter import Segmenter
 from .task import SegmentationTask
 
 log = logging.getLogger(__name__)
+
+
+class SegmenterStage(Stage):
+    """Stage 1: a U-Net on the images that have lung masks; evaluated on Val and Test (Dice per set)."""
+
+    kind = "segmenter"
+
+    def __init__(
+        self, model: SegmenterConfig | None = None, train: TrainConfig | None = None,
+        post: PostprocessConfig | None = None, encoder_weights: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        self.model, self.train, self.post, self.weights = model, train, post, encoder_weights
+
+    def configure(self, saved: dict | None, out: Path) -> None:
+        if saved is not None:
+            self.model = from_dict(SegmenterConfig, saved["model"], "model.")
+            self.train = from_dict(TrainConfig, saved["train"], "train.")
+            self.post = from_dict(PostprocessConfig, saved["postprocess"], "postprocess.")
+        if self.model is None or self.train is None:
+            recipe_model, recipe_train = segmenter_recipe()
+            self.model, self.train = self.model or recipe_model, self.train or recipe_train
+        self.post = self.post or PostprocessConfig()
+        if self.weights is not None and saved is None:
+            self.model = dataclasses.replace(self.model, encoder_weights=describe_weights(self.weights))
+
+    def prepare(self, device: torch.device) -> DataRequest:
+        return DataRequest(size=max(WORKING_SIZE, self.model.image_size))
+
+    def select(self, progress: bool, strict: bool) -> dict[str, np.ndarray]:
+        if self.model.image_size > self.cache.size[0]:
+            log.warning("the model's size (%d px) is larger than the cached images (%d px): they are upsampled",
+                        self.model.image_size, self.cache.size[0])  # fmt: skip
+        rows = split_rows(self.cache, with_mask=True)
+        if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
+            raise DataError(f"{self.cache.path}: need lung masks in both Train ({len(rows['Train'])}) and Val "
+                            f"({len(rows['Val'])})")  # fmt: skip
+        return rows
+
+    def build(self, device: torch.device, fresh: bool) -> SegmentationTask:
+        net = build_segmenter(self.model, self.weights if fresh else None)
+        return SegmentationTask(net, self.model, device, DeviceAugment(self.train.augment), self.train.channels_last)
+
+    def record(self) -> dict:
+        return {"model": to_dict(self.model), "postprocess": to_dict(self.post), **smp_config(self.model)}
+
+    def trained(self, task: SegmentationTask, info: dict, progress: bool) -> Segmenter:
+        images = images_record(self.cache, self.rows)
+        return Segmenter(unwrap(task.model), self.model, self.post, task.device, info=info, images=images)
+
+    def evaluate(self, model: Segmenter, split: str, progress: bool) -> SegmentationReport:
+        return evaluate_segmenter(model, self.cache, self.rows[split], split.lower(), progress=progress)
+
+    def write_report(self, report: SegmentationReport, out: Path) -> list[Path]:
+        return write_segmentation_report(report, out)
+
+    def summary(self, report: SegmentationReport) -> dict:
+        return segmenter_summary(report)
+
+    def samples(self, task: SegmentationTask):
+        images, masks, _ = super().samples(task)
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            p = task.logits(task.inputs(x))
+            return torch.nn.functional.interpolate((p > 0).float(), size=x.shape[-2:], mode="nearest")
+
+        return images, masks, predict
 
 
 def train_segmenter(
@@ -41,7 +106,7 @@ def train_segmenter(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    on_epoch_end=None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
     strict: bool = False,
     tensorboard: bool = False,
 ) -> TrainResult:
@@ -51,106 +116,14 @@ def train_segmenter(
         data: dataset roots, CSV manifests (e.g. a split from ``lungcls data split``), or one packed cache.
         out: the run folder (``config.json``, ``model.safetensors``, ``images.json``, history, ``last.*``,
             ``eval_seg_*``); refused when it holds a run, unless ``resume`` or ``overwrite``.
-        config, train: default :func:`lungcls.recipes.segmenter_recipe` ``("default")``.
-        cache_dir: where to cache ``data`` (default ``out/cache``); images are cached at 256 px (or the
-            model's size if larger) and resized to the model's size on the device.
+        config, train: default :func:`lungcls.recipes.segmenter_recipe` (``"auto"``: the GPU recipe where
+            there is a GPU, else the CPU recipe).
+        cache_dir: where to cache ``data`` (default ``out/cache``); images are cached at the working size (or
+            the model's size if larger) and resized to the model's size on the device.
         encoder_weights: start the encoder from ``"imagenet"`` (smp's local cache) or a weights file.
         resume: continue an interrupted run in ``out`` with its saved configuration.
         tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
     """
-    out = Path(out)
-    saved = start_run(out, "segmenter", resume, overwrite)
-    model = config  # the model's config: the architecture, and for stage 2 its inputs
-    if saved is not None:
-        model, train = from_dict(SegmenterConfig, saved["model"], "model."), from_dict(TrainConfig, saved["train"], "train.")
-        post = from_dict(PostprocessConfig, saved["postprocess"], "postprocess.")
-    recipe_model, recipe_train = segmenter_recipe("default")
-    model, train, post = model or recipe_model, train or recipe_train, post or PostprocessConfig()
-    if encoder_weights is not None and saved is None:
-        model = _with_provenance(model, encoder_weights)
-    ranks, device = setup(train.device)
-    size = max(DEFAULT_SIZE[0], model.image_size)
-    cache, made = main_first(ranks, lambda: open_training_data(
-        data, cache_dir or out / "cache", size=size, split_seed=train.seed, progress=progress, strict=strict))  # fmt: skip
-    if model.image_size > cache.size[0]:
-        log.warning("the model's size (%d px) is larger than the cached images (%d px): they are upsampled",
-                    model.image_size, cache.size[0])  # fmt: skip
-    rows = split_rows(cache, with_mask=True)
-    if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
-        raise DataError(f"{cache.path}: need lung masks in both Train ({len(rows['Train'])}) and Val ({len(rows['Val'])})")
-    seed_everything(train.seed)
-    net = build_segmenter(model, None if saved else encoder_weights)
-    task = SegmentationTask(net, model, device, DeviceAugment(train.augment), train.channels_last)
-    if train.compile:
-        import torch
-
-        task.model = torch.compile(task.model)
-    per_rank = rank_batch_size(train.batch_size, ranks)  # training rows are sharded across processes
-    loaders = [
-        CacheLoader(cache, rows["Train"], per_rank, device, shuffle=True, drop_last=len(rows["Train"]) > train.batch_size,
-                    seed=train.seed, placement=train.placement, rank=ranks.rank, world_size=ranks.world),
-        CacheLoader(cache, rows["Val"], train.batch_size, device, seed=train.seed, placement=train.placement),
-    ]  # fmt: skip
-    run_config = {"kind": "segmenter", "model": to_dict(model), "postprocess": to_dict(post), "train": to_dict(train),
-                  "data": data_record(data, cache, rows), "environment": environment(), **smp_config(model)}  # fmt: skip
-    if ranks.main:
-        _record(out, cache, rows, made)
-    log.info("training on %d images, validating on %d, device %s", len(rows["Train"]), len(rows["Val"]), device)
-    if tensorboard and ranks.main:
-        on_epoch_end = _with_tensorboard(out, cache, rows["Train"], task, on_epoch_end)
-    result = fit(task, loaders[0], loaders[1], train, out, run_config, resume=resume, progress=progress,
-                 on_epoch_end=on_epoch_end, ranks=ranks)  # fmt: skip
-    segmenter = Segmenter.load(out, device=device)
-    run = TrainResult(out, result, segmenter, split=made)
-    if ranks.main:
-        for split in ("Val", "Test"):
-            if len(rows[split]):
-                report = evaluate_segmenter(segmenter, cache, rows[split], split.lower(), progress=progress)
-                write_segmentation_report(report, out)
-                run.reports[split.lower()] = report
-        run_config = read_json(out / "config.json")  # as fit left it, with the best epoch's metrics
-        run_config["evaluation"] = {k: segmenter_summary(r) for k, r in run.reports.items()}
-        write_json(out / "config.json", run_config)
-        segmenter.info["evaluation"] = run_config["evaluation"]
-    return run
-
-
-def _record(out: Path, cache, rows, made: str | None) -> None:
-    write_json(out / "images.json", images_record(cache, rows))
-    if made is not None:  # a split made here: keep it, so the other stage can use the same one
-        cache.manifest.write_csv(out / "split.csv")
-        log.warning("the split made for this run is in %s; pass it to train-cls so both stages share it",
-                    out / "split.csv")  # fmt: skip
-
-
-def _with_provenance(model: SegmenterConfig, weights: str | Path) -> SegmenterConfig:
-    import dataclasses
-
-    from ..models.resnet import describe_weights
-
-    return dataclasses.replace(model, encoder_weights=describe_weights(weights))
-
-
-def _with_tensorboard(out: Path, cache, rows, task: SegmentationTask, then):
-    """``then`` (if any) after logging the epoch to ``out/tensorboard`` with predictions on 8 training images."""
-    import numpy as np
-    import torch
-
-    from ..tensorboard import TensorBoardLogger
-
-    pick = rows[:: max(1, len(rows) // 8)][:8]
-    images = torch.from_numpy(np.asarray(cache.images[pick]))[:, None]
-    masks = torch.from_numpy(np.asarray(cache.masks[pick]))[:, None]
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        p = task.logits(task.inputs(x))
-        return torch.nn.functional.interpolate((p > 0).float(), size=x.shape[-2:], mode="nearest")
-
-    logger = TensorBoardLogger(out / "tensorboard", images, masks, predict)
-
-    def callback(epoch: int, record: dict) -> None:
-        logger(epoch, record)
-        if then is not None:
-            then(epoch, record)
-
-    return callback
+    stage = SegmenterStage(config, train, post, encoder_weights)
+    return run_stage(stage, data, out, cache_dir=cache_dir, resume=resume, overwrite=overwrite, progress=progress,
+                     on_epoch_end=on_epoch_end, strict=strict, tensorboard=tensorboard)  # fmt: skip
