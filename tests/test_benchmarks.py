@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import small_copy
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SETS = ("ieee8023-radiologist100", "nih-cxr8", "covid19-radiography")  # masks, Non-COVID, a source to hold out
 
 
+@pytest.mark.slow
 def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
     for name in SETS:  # ten real images per class of each set
         small_copy(shared_data / name, tmp_path / "data" / name, per_class=10)

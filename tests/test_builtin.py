@@ -60,6 +60,7 @@ def test_segment_with_no_model_uses_the_builtin_offline(tmp_path, radiologist100
     assert not (tmp_path / "torch").exists() and not (tmp_path / "hf").exists()
 
 
+@pytest.mark.slow
 def test_the_builtin_model_is_found_from_a_wheel_and_from_a_zip(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",

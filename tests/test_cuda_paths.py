@@ -79,6 +79,7 @@ def test_models_run_channels_last_as_on_a_gpu():
     assert x.is_contiguous(memory_format=torch.channels_last) and task.logits(x).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_a_compiled_model_trains_and_predicts_like_the_eager_one():
     """One tiny compiled forward and backward (inductor, with the machine's C++ compiler), as --compile does."""
     torch.manual_seed(0)

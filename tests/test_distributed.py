@@ -39,6 +39,7 @@ def torchrun(*args: str) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["train-seg", "train-cls"])
 def test_two_processes_train_and_agree(cache, tmp_path, stage):
     run = tmp_path / "run"
@@ -55,6 +56,7 @@ def test_two_processes_train_and_agree(cache, tmp_path, stage):
     assert (run / "model.safetensors").is_file() and not list(run.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(cache, tmp_path):
     import os
     import signal

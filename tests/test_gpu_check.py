@@ -22,7 +22,10 @@ def isolated(tmp_path_factory, shared_data):
     """A copy of the tracked repository in a folder with no ``../shared``, and small real data elsewhere."""
     root = tmp_path_factory.mktemp("gpu")
     repo = root / "box" / "lungcls"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout:
+        pytest.skip(f"{REPO} is not a git checkout: the rehearsal copies the tracked files (git ls-files)")
+    files = listed.stdout.split()
     for f in files:
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / f, repo / f)
@@ -46,6 +49,7 @@ def rehearse(repo: Path, part: str, data: Path, out: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_part_1_shared_sets_accuracy_and_eager_speed(isolated, tmp_path):
     repo, data = isolated
     rehearse(repo, "1", data / "shared", tmp_path / "gpu1")
@@ -60,6 +64,7 @@ def test_part_1_shared_sets_accuracy_and_eager_speed(isolated, tmp_path):
     assert "whole Pipeline.predict" in (out / "throughput_cpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_part_2_covidqu_accuracy_data_throughput_and_compiled_speed(isolated, tmp_path):
     repo, data = isolated
     rehearse(repo, "2", data / "covidqu", tmp_path / "gpu2")

@@ -73,7 +73,7 @@ def test_inspect_flags_patients_and_images_in_two_splits(tmp_path, radiologist10
         Sample(str(images[2]), 0, split="Train", patient="8"),
         Sample(str(images[2]), 0, split="Test", patient="9"),
     ]
-    from lungcls.data.covidqu import Discovery
+    from lungcls.data.manifest import Discovery
 
     report, _ = inspect_dataset(Discovery(Manifest(samples)), workers=0, progress=False)
     assert report.patients_across_splits == ["7"]

@@ -49,6 +49,7 @@ def test_same_seed_gives_identical_metrics_and_weights(cache, tmp_path):
     assert config["train"]["seed"] == 7 and config["environment"]["command"] and config["data"]["manifest_digest"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(cache, tmp_path):
     cmd = [sys.executable, "-m", "lungcls", "train-seg", str(cache), "--encoder", "resnet18", "--encoder-depth", "3",
            "--image-size", "64", "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--seed", "3"]  # fmt: skip

@@ -76,11 +76,14 @@ class SegmenterConfig:
 
     def __post_init__(self) -> None:
         if self.decoder_channels is None:  # smp's widths, one per encoder stage
-            self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth :] if 1 <= self.encoder_depth <= 5 else []
+            self.decoder_channels = (
+                [256, 128, 64, 32, 16][5 - self.encoder_depth :] if 1 <= self.encoder_depth <= 5 else []
+            )
         check_values(self)
         if len(self.decoder_channels) != self.encoder_depth:
             raise ConfigError(
-                "decoder_channels", f"needs {self.encoder_depth} values (one per encoder stage), got {self.decoder_channels}"
+                "decoder_channels",
+                f"needs {self.encoder_depth} values (one per encoder stage), got {self.decoder_channels}",
             )
         if self.image_size % (2**self.encoder_depth):
             raise ConfigError(

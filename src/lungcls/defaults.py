@@ -17,5 +17,8 @@ CROP_MARGIN = 0.1
 #: the smallest image accepted, in pixels on each side (a smaller picture holds no lung fields to find)
 MIN_IMAGE_SIDE = 32
 
+#: the calibration temperatures searched on Val; a fit at the upper end means the logits carry little information
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
 #: the largest image accepted, in pixels (a 4,300 x 3,500 CXR is 15 M; the limit leaves room)
 MAX_PIXELS = 100_000_000

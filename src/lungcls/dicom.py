@@ -14,7 +14,8 @@ def decode_dicom(path: Path, check: Callable[[int, int], str | None] = lambda h,
     """Decode a DICOM file to a float64 (H, W) array where higher means brighter (more attenuation).
 
     ``check(height, width)`` says why an image of that size is refused (None: accepted); it is asked before
-    the pixel data is decoded. Applies the modality LUT (rescale slope/intercept), then the VOI LUT or window centre/width,
+    the pixel data is decoded. Applies the modality LUT (rescale slope/intercept), then the VOI LUT or window
+    centre/width,
     then inverts MONOCHROME1 so that bone is bright as in any CXR.
 
     Returns:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from .cls.classifier import Classifier
+from .masking import lung_boxes
+from .models.classifiers import cam_layer
 
 #: ``--cam-method`` name -> pytorch-grad-cam class name (all take the model and its target layers)
 CAM_METHODS = {
@@ -38,21 +40,24 @@ def cam_class(method: str):
 
 
 def explain(
-    classifier: Classifier, images: torch.Tensor, masks: torch.Tensor | None, targets: list[int] | None = None,
+    classifier: Classifier,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    targets: list[int] | None = None,
     method: str = "gradcam",
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """Maps, inputs, lungs and in-lung shares (see :meth:`lungcls.pipeline.Pipeline.explain`)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from .masking import lung_boxes
-    from .models.classifiers import cam_layer
 
     task, model = classifier.task, classifier.model
     x01, lungs, _ = task.prepare(images, masks)
     x = task.normalize(x01).float()
     was = [p.requires_grad for p in model.parameters()]
     try:
-        with torch.enable_grad(), cam_class(method)(model=model, target_layers=[cam_layer(model, classifier.cfg.arch)]) as cam:
+        with (
+            torch.enable_grad(),
+            cam_class(method)(model=model, target_layers=[cam_layer(model, classifier.cfg.arch)]) as cam,
+        ):
             chosen = [ClassifierOutputTarget(int(t)) for t in targets] if targets is not None else None
             maps = cam(input_tensor=x, targets=chosen).astype(np.float32)
     finally:
@@ -63,8 +68,16 @@ def explain(
     cropped = masks is not None and "cropped" in classifier.cfg.mode
     h, w = images.shape[-2:]
     boxes = lung_boxes(masks, classifier.cfg.margin)[0].tolist() if cropped else [[0.0, 0.0, w, h]] * len(maps)
-    return [{"cam": maps[k], "input": x01[k, 0].float().cpu().numpy(), "lung": lung[k] if lung is not None else None,
-             "in_lung_share": float(shares[k]), "box": tuple(boxes[k])} for k in range(len(maps))]  # fmt: skip
+    return [
+        {
+            "cam": maps[k],
+            "input": x01[k, 0].float().cpu().numpy(),
+            "lung": lung[k] if lung is not None else None,
+            "in_lung_share": float(shares[k]),
+            "box": tuple(boxes[k]),
+        }
+        for k in range(len(maps))
+    ]
 
 
 def in_lung_share(saliency: np.ndarray, lung_masks: np.ndarray) -> np.ndarray:
@@ -80,9 +93,14 @@ def in_lung_share(saliency: np.ndarray, lung_masks: np.ndarray) -> np.ndarray:
 
 
 def explanation_picture(
-    native: np.ndarray, explanation: dict, working_size: int, lung: np.ndarray | None, caption: str,
-    min_side: int = 512, max_side: int = 1024,
-) -> np.ndarray:  # fmt: skip
+    native: np.ndarray,
+    explanation: dict,
+    working_size: int,
+    lung: np.ndarray | None,
+    caption: str,
+    min_side: int = 512,
+    max_side: int = 1024,
+) -> np.ndarray:
     """A BGR uint8 picture people can read: the image at its own size (scaled into [min_side, max_side]),
     the map laid over the part the classifier saw, the lung outline in green, and ``caption`` on top.
 
@@ -113,6 +131,14 @@ def explanation_picture(
     bar_h = max(28, round(max(size) / 22))
     bar = np.zeros((bar_h, size[0], 3), np.uint8)
     font_scale = bar_h / 40
-    cv2.putText(bar, caption, (8, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                max(1, round(font_scale * 1.5)), cv2.LINE_AA)  # fmt: skip
+    cv2.putText(
+        bar,
+        caption,
+        (8, int(bar_h * 0.72)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        font_scale,
+        (255, 255, 255),
+        max(1, round(font_scale * 1.5)),
+        cv2.LINE_AA,
+    )
     return np.vstack([bar, picture])

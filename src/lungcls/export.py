@@ -47,7 +47,10 @@ def wrapped(pipe: Pipeline) -> dict[str, tuple[torch.nn.Module, int]]:
         out["segmenter"] = (_WithPreprocessing(SegmentationTask(net, c, cpu, channels_last=False)), c.image_size)
     c = pipe.classifier.cfg
     net = copy.deepcopy(pipe.classifier.model).float().eval()
-    out["classifier"] = (_WithPreprocessing(ClassificationTask(net, c, cpu, channels_last=False), c.temperature), c.image_size)
+    out["classifier"] = (
+        _WithPreprocessing(ClassificationTask(net, c, cpu, channels_last=False), c.temperature),
+        c.image_size,
+    )
     return out
 
 
@@ -79,15 +82,33 @@ def _export(pipe: Pipeline, out: Path, opset: int) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
             torch.onnx.export(
-                module, (example,), str(out / f"{name}.onnx"), dynamo=False, opset_version=opset, input_names=["images"],
-                output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-            )  # fmt: skip
+                module,
+                (example,),
+                str(out / f"{name}.onnx"),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["images"],
+                output_names=["probabilities"],
+                dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+            )
         written.append(f"{name}.onnx")
-    write_json(out / "export.json", {
-        "format": "onnx", "opset": opset, "input": "float32 (N, 1, S, S) in [0, 1]",
-        "segmenter": {"size": pipe.segmenter.cfg.image_size, "postprocess": vars(pipe.segmenter.post)} if pipe.segmenter else None,
-        "classifier": {"size": pipe.classifier.cfg.image_size, "mode": pipe.mode, "margin": pipe.classifier.cfg.margin,
-                       "working_size": pipe.size, "class_names": pipe.class_names,
-                       "temperature": pipe.classifier.cfg.temperature},
-    })  # fmt: skip
+    write_json(
+        out / "export.json",
+        {
+            "format": "onnx",
+            "opset": opset,
+            "input": "float32 (N, 1, S, S) in [0, 1]",
+            "segmenter": {"size": pipe.segmenter.cfg.image_size, "postprocess": vars(pipe.segmenter.post)}
+            if pipe.segmenter
+            else None,
+            "classifier": {
+                "size": pipe.classifier.cfg.image_size,
+                "mode": pipe.mode,
+                "margin": pipe.classifier.cfg.margin,
+                "working_size": pipe.size,
+                "class_names": pipe.class_names,
+                "temperature": pipe.classifier.cfg.temperature,
+            },
+        },
+    )
     return written

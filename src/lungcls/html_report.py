@@ -17,14 +17,19 @@ from pathlib import Path
 
 from .atomic import write_text
 from .errors import LungclsError
+from .model_card import warnings_for
 from .output_policy import check_file
+from .plots import curves_figure, figure_png
 
 #: figure file patterns, in the order they appear on the page, with their section titles
 SECTIONS = (
     ("Learning curves", ("curves*.png",)),
     ("Confusion matrices", ("confusion*.png",)),
     ("Calibration (reliability diagrams)", ("reliability*.png",)),
-    ("Stage 1: lung outlines (green predicted, red ground truth)", ("outlines*.png", "segmentation*.png", "stage1*.png")),
+    (
+        "Stage 1: lung outlines (green predicted, red ground truth)",
+        ("outlines*.png", "segmentation*.png", "stage1*.png"),
+    ),
     ("Grad-CAM", ("gradcam*.png", "cam_*.png", "test_grid*.png")),
 )
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -60,15 +65,21 @@ def render(folder: Path, title: str | None = None) -> str:
         if part:
             body.append(part)
     if not body:
-        raise LungclsError(f"{folder}: nothing to report (expects a run folder, a bundle, the demo's or the study's output)")
+        raise LungclsError(
+            f"{folder}: nothing to report (expects a run folder, a bundle, the demo's or the study's output)"
+        )
     heading = html.escape(title or f"lungcls report: {folder.resolve().name}")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{heading}</title><style>{CSS}</style>"
-            f"</head><body><h1>{heading}</h1><p class='note'>Research use only: lungcls is not a diagnostic device. "
-            "All figures and tables below are embedded in this file.</p>" + "".join(body) + "</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{heading}</title><style>{CSS}</style>"
+        f"</head><body><h1>{heading}</h1><p class='note'>Research use only: lungcls is not a diagnostic device. "
+        "All figures and tables below are embedded in this file.</p>" + "".join(body) + "</body></html>\n"
+    )
 
 
 def _interesting(p: Path) -> bool:
-    return any(p.glob("*.png")) or any(p.glob("eval_*.md")) or (p / "config.json").is_file() or (p / "report.md").is_file()
+    return (
+        any(p.glob("*.png")) or any(p.glob("eval_*.md")) or (p / "config.json").is_file() or (p / "report.md").is_file()
+    )
 
 
 def _folder_section(folder: Path, top: bool) -> str:
@@ -79,8 +90,6 @@ def _folder_section(folder: Path, top: bool) -> str:
         warnings = [line.strip("> ").strip("*") for line in card.read_text().splitlines() if "WARNING" in line]
         parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings]
     elif config.get("kind") in ("segmenter", "classifier"):
-        from .model_card import warnings_for
-
         parts += [f"<p class='warn'>WARNING: {html.escape(w)}.</p>" for w in warnings_for(config, config["kind"])]
     if config:
         parts.append(_config_summary(config))
@@ -88,8 +97,6 @@ def _folder_section(folder: Path, top: bool) -> str:
         parts.append(markdown_to_html((folder / "report.md").read_text(), skip_title=True))
     history = _json_list(folder / "history.json")
     if history and not list(folder.glob("curves*.png")):
-        from .plots import curves_figure, figure_png
-
         parts.append(_figure(figure_png(curves_figure({folder.name: history})), "learning curves (from history.json)"))
     for md in sorted(folder.glob("eval_*.md")):
         parts.append(f"<h3>{html.escape(md.stem)}</h3>" + markdown_to_html(md.read_text()))
@@ -112,18 +119,36 @@ def _config_summary(config: dict) -> str:
     kind = config.get("kind", "?")
     model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
     arch = model.get("arch") if model.get("arch") != "unet" else f"U-Net ({model.get('encoder_name')})"
-    rows = [("kind", kind), ("model", f"{arch} at {model.get('image_size')} px" + (f", input {model['mode']}" if "mode" in model else "")),
-            ("data", ", ".join(data.get("sources", [])) or "?"),
-            ("images", ", ".join(f"{k[:-7]} {v}" for k, v in data.items() if k.endswith("_images"))),
-            ("training", f"{train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}, seed {train.get('seed', '?')}"),
-            ("best", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in config.get("metrics", {}).items()))]  # fmt: skip
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    rows = [
+        ("kind", kind),
+        ("model", f"{arch} at {model.get('image_size')} px" + (f", input {model['mode']}" if "mode" in model else "")),
+        ("data", ", ".join(data.get("sources", [])) or "?"),
+        ("images", ", ".join(f"{k[:-7]} {v}" for k, v in data.items() if k.endswith("_images"))),
+        (
+            "training",
+            f"{train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}, "
+            f"seed {train.get('seed', '?')}",
+        ),
+        (
+            "best",
+            ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in config.get("metrics", {}).items()
+            ),
+        ),
+    ]
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def _figure(png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def markdown_to_html(text: str, skip_title: bool = False) -> str:
@@ -168,8 +193,13 @@ def _table(lines: list[str]) -> str:
     if not rows:
         return ""
     head, body = rows[0], rows[1:]
-    return ("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")  # fmt: skip
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{_inline(c)}</th>" for c in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
+        + "</table>"
+    )
 
 
 def _inline(s: str) -> str:

@@ -11,8 +11,15 @@ from .reader import readable_kind
 
 #: folders of masks in the layouts lungcls knows (COVID-QU-Ex, the shared sets): skipped in a folder input when
 #: they sit beside an ``images`` folder, so that ``lungcls segment DATASET`` segments the images, not their masks
-MASK_FOLDERS = ("lung masks", "lung_masks", "lung-masks", "infection masks", "infection_masks", "infection-masks",
-                "masks")  # fmt: skip
+MASK_FOLDERS = (
+    "lung masks",
+    "lung_masks",
+    "lung-masks",
+    "infection masks",
+    "infection_masks",
+    "infection-masks",
+    "masks",
+)
 
 
 @dataclass

@@ -16,7 +16,6 @@ samples per output pixel: a 1:1 box is copied exactly, a shrinking one is averag
 from __future__ import annotations
 
 import torch
-from torchvision.ops import roi_align
 
 from .config import INPUT_MODES as MODES
 
@@ -106,6 +105,8 @@ def crop_and_mask(
 
 def _resample(x: torch.Tensor, boxes: torch.Tensor, size: int, whole: bool) -> torch.Tensor:
     """Each image's box resampled to (size, size); ``whole`` images at their own size are returned as they are."""
+    from torchvision.ops import roi_align  # torchvision takes a second or more to import: only where it is used
+
     n, _, h, w = x.shape
     if whole and (h, w) == (size, size):
         return x

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 
+from .defaults import TEMPERATURE_BOUNDS
+
 log = logging.getLogger(__name__)
 
 INTENDED_USE = [
@@ -30,26 +32,32 @@ LIMITS = [
 
 def warnings_for(info: dict, kind: str) -> list[str]:
     """Plain warnings for a stage's card: synthetic data, a small or short training, metrics near chance."""
-    from .cls.calibration import TEMPERATURE_BOUNDS
-
     out = []
     data, train = info.get("data", {}), info.get("train", {})
     sources = data.get("sources", [])
     if any("SYNTHETIC" in s for s in sources):
-        out.append("trained on SYNTHETIC phantoms: it shows the mechanics only; its numbers say nothing about real CXRs")
+        out.append(
+            "trained on SYNTHETIC phantoms: it shows the mechanics only; its numbers say nothing about real CXRs"
+        )
     if train.get("epochs", 100) < 10 or data.get("train_images", 10**6) < 300:
-        out.append(f"a smoke/demo model ({train.get('epochs', '?')} epochs on {data.get('train_images', '?')} "
-                   "training images): do not use its numbers or its predictions")  # fmt: skip
+        out.append(
+            f"a smoke/demo model ({train.get('epochs', '?')} epochs on {data.get('train_images', '?')} "
+            "training images): do not use its numbers or its predictions"
+        )
     test = (info.get("evaluation") or {}).get("test") or (info.get("evaluation") or {}).get("val") or {}
     if kind == "classifier" and test:
         k = len(test.get("per_class", {})) or 3
         if test.get("accuracy", 1) < 1 / k + 0.1 or test.get("macro_f1", 1) < 0.5:
-            out.append(f"its evaluation is near chance (accuracy {test.get('accuracy', math.nan):.2f} with {k} "
-                       f"classes, macro F1 {test.get('macro_f1', math.nan):.2f})")  # fmt: skip
+            out.append(
+                f"its evaluation is near chance (accuracy {test.get('accuracy', math.nan):.2f} with {k} "
+                f"classes, macro F1 {test.get('macro_f1', math.nan):.2f})"
+            )
     temperature = (test or {}).get("temperature") or 1.0
     if kind == "classifier" and temperature > 0.99 * TEMPERATURE_BOUNDS[1]:
-        out.append(f"its calibration temperature reached its bound ({temperature:.1f}): on Val its outputs carried "
-                   "almost no information, so its probabilities are near uniform")  # fmt: skip
+        out.append(
+            f"its calibration temperature reached its bound ({temperature:.1f}): on Val its outputs carried "
+            "almost no information, so its probabilities are near uniform"
+        )
     if kind == "segmenter" and test and test.get("dice", {}).get("mean", 1) < 0.85:
         out.append(f"its Dice is low ({test['dice']['mean']:.2f}): check the outlines before using its masks")
     return out
@@ -76,19 +84,25 @@ def pipeline_warnings(segmenter, classifier) -> list[str]:
     trained_with = (classifier.info.get("segmenter") or {}).get("sha256")
     seg_source = (segmenter.info.get("source", {}) if segmenter is not None else {}).get("sha256")
     if classifier.needs_masks and trained_with and seg_source and trained_with != seg_source:
-        out.append(f"out of scope: the classifier was trained on masks of another segmenter (weights {trained_with[:12]}) "
-                   f"than the one it is used with ({seg_source[:12]}); its figures do not hold for these masks")  # fmt: skip
+        out.append(
+            f"out of scope: the classifier was trained on masks of another segmenter (weights {trained_with[:12]}) "
+            f"than the one it is used with ({seg_source[:12]}); its figures do not hold for these masks"
+        )
     if classifier.cfg.mask_source == "gt" and segmenter is not None:
-        out.append("out of scope: the classifier was trained on the dataset's own lung masks and is used with predicted "
-                   "masks; its figures do not hold for them")  # fmt: skip
+        out.append(
+            "out of scope: the classifier was trained on the dataset's own lung masks and is used with predicted "
+            "masks; its figures do not hold for them"
+        )
     return out
 
 
 def data_lines(info: dict) -> list[str]:
     """Training data: set names, counts per split and class, the split's content hash."""
     data = info.get("data", {})
-    lines = [f"- Sets: {', '.join(data.get('sources', [])) or 'not recorded'}; split digest "
-             f"`{str(data.get('split_digest', '?'))[:12]}` (content hashes of the images per split)."]  # fmt: skip
+    lines = [
+        f"- Sets: {', '.join(data.get('sources', [])) or 'not recorded'}; split digest "
+        f"`{str(data.get('split_digest', '?'))[:12]}` (content hashes of the images per split)."
+    ]
     counts = data.get("counts", {})
     if counts:
         names = list(next(iter(counts.values())).keys())
@@ -103,12 +117,23 @@ def data_lines(info: dict) -> list[str]:
 def recipe_line(info: dict, model: dict) -> str:
     """One line on the architecture and how it was trained."""
     t = info.get("train", {})
-    arch = model.get("arch") if model.get("arch") != "unet" else f"U-Net ({model.get('encoder_name')}, depth {model.get('encoder_depth')})"
+    arch = (
+        model.get("arch")
+        if model.get("arch") != "unet"
+        else f"U-Net ({model.get('encoder_name')}, depth {model.get('encoder_depth')})"
+    )
     extra = ", ".join(f"{k} {t[k]}" for k in ("label_smoothing", "ema_epochs") if t.get(k))
-    return (f"- {arch} at {model.get('image_size')} px; {t.get('epochs', '?')} epochs, batch {t.get('batch_size', '?')}, "
-            f"AdamW lr {t.get('lr', '?')}, seed {t.get('seed', '?')}" + (f", {extra}" if extra else "") +
-            (", started from " + str(model.get("init_weights") or "ImageNet") if model.get("pretrained") or model.get("init_weights") else "")
-            + ".")  # fmt: skip
+    return (
+        f"- {arch} at {model.get('image_size')} px; {t.get('epochs', '?')} epochs, batch {t.get('batch_size', '?')}, "
+        f"AdamW lr {t.get('lr', '?')}, seed {t.get('seed', '?')}"
+        + (f", {extra}" if extra else "")
+        + (
+            ", started from " + str(model.get("init_weights") or "ImageNet")
+            if model.get("pretrained") or model.get("init_weights")
+            else ""
+        )
+        + "."
+    )
 
 
 def classifier_lines(info: dict) -> list[str]:
@@ -116,20 +141,35 @@ def classifier_lines(info: dict) -> list[str]:
     lines = []
     for split, e in (info.get("evaluation") or {}).items():
         ci = e.get("ci95", {})
-        lines += ["", f"**{split}** ({e.get('n')} images): accuracy {e['accuracy']:.3f} "
-                      f"[{ci.get('accuracy', [math.nan] * 2)[0]:.3f}, {ci.get('accuracy', [math.nan] * 2)[1]:.3f}], macro F1 "
-                      f"{e['macro_f1']:.3f} [{ci.get('macro_f1', [math.nan] * 2)[0]:.3f}, {ci.get('macro_f1', [math.nan] * 2)[1]:.3f}] "
-                      f"(95% bootstrap over {ci.get('unit', 'image')}s)", "",
-                  "| class | precision | recall | F1 [95% CI] | support |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"**{split}** ({e.get('n')} images): accuracy {e['accuracy']:.3f} "
+            f"[{ci.get('accuracy', [math.nan] * 2)[0]:.3f}, {ci.get('accuracy', [math.nan] * 2)[1]:.3f}], macro F1 "
+            f"{e['macro_f1']:.3f} [{ci.get('macro_f1', [math.nan] * 2)[0]:.3f}, "
+            f"{ci.get('macro_f1', [math.nan] * 2)[1]:.3f}] "
+            f"(95% bootstrap over {ci.get('unit', 'image')}s)",
+            "",
+            "| class | precision | recall | F1 [95% CI] | support |",
+            "|---|---|---|---|---|",
+        ]
         cis = ci.get("per_class_f1") or [[math.nan, math.nan]] * len(e.get("per_class", {}))
         for (c, m), (lo, hi) in zip(e.get("per_class", {}).items(), cis):
-            lines.append(f"| {c} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} [{lo:.2f}, {hi:.2f}] | {m['support']} |")
+            lines.append(
+                f"| {c} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} [{lo:.2f}, {hi:.2f}] | "
+                f"{m['support']} |"
+            )
         if e.get("ece_before") is not None:
-            lines += ["", f"Calibration: temperature {e.get('temperature', 1.0):.2f} fitted on Val; expected calibration "
-                          f"error {e['ece_before']:.3f} before, {e['ece_after']:.3f} after."]  # fmt: skip
+            lines += [
+                "",
+                f"Calibration: temperature {e.get('temperature', 1.0):.2f} fitted on Val; expected calibration "
+                f"error {e['ece_before']:.3f} before, {e['ece_after']:.3f} after.",
+            ]
         if e.get("by_source"):
-            lines += ["", "Accuracy per source: " + ", ".join(f"{s} {v['accuracy']:.2f} (n={v['n']})"
-                                                              for s, v in e["by_source"].items())]  # fmt: skip
+            lines += [
+                "",
+                "Accuracy per source: "
+                + ", ".join(f"{s} {v['accuracy']:.2f} (n={v['n']})" for s, v in e["by_source"].items()),
+            ]
     return lines or ["", "No evaluation recorded."]
 
 
@@ -137,11 +177,18 @@ def segmenter_lines(info: dict) -> list[str]:
     """Dice / IoU / HD95 per set of the recorded evaluation."""
     lines = []
     for split, e in (info.get("evaluation") or {}).items():
-        lines += ["", f"**{split}**", "", "| set | images | Dice mean | Dice p5 | IoU mean | HD95 mean (px) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"**{split}**",
+            "",
+            "| set | images | Dice mean | Dice p5 | IoU mean | HD95 mean (px) |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, s in {**e.get("by_source", {}), "all": e}.items():
-            lines.append(f"| {name} | {s['dice']['n']} | {s['dice']['mean']:.4f} | {s['dice']['p5']:.4f} | "
-                         f"{s['iou']['mean']:.4f} | {s['hd95']['mean']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {s['dice']['n']} | {s['dice']['mean']:.4f} | {s['dice']['p5']:.4f} | "
+                f"{s['iou']['mean']:.4f} | {s['hd95']['mean']:.2f} |"
+            )
     return lines or ["", "No evaluation recorded."]
 
 
@@ -152,8 +199,10 @@ def pipeline_card(pipe, meta: dict) -> str:
     if seg is not None:
         warn += [f"> **WARNING (segmenter): {w}.**" for w in warnings_for(seg.info, "segmenter")]
     lines = ["# lungcls pipeline", "", *INTENDED_USE, ""] + (warn + [""] if warn else [])
-    lines += [f"- Classes: {', '.join(meta['class_names'])}; classifier input `{meta['mode']}`; working size "
-              f"{meta['working_size']} px; lungcls {meta['lungcls']}."]  # fmt: skip
+    lines += [
+        f"- Classes: {', '.join(meta['class_names'])}; classifier input `{meta['mode']}`; working size "
+        f"{meta['working_size']} px; lungcls {meta['lungcls']}."
+    ]
     if seg is not None:
         src = meta.get("segmenter") or {}
         named = f"built-in model `{src.get('name')}`" if src.get("origin") == "builtin" else "trained with lungcls"
@@ -161,23 +210,44 @@ def pipeline_card(pipe, meta: dict) -> str:
     lines += ["", "## Stage 2: classifier", "", recipe_line(clf.info, vars(clf.cfg)), "", "### Training data", ""]
     lines += data_lines(clf.info) + ["", "### Evaluation"] + classifier_lines(clf.info)
     if seg is not None:
-        lines += ["", "## Stage 1: lung segmenter", "", recipe_line(seg.info, vars(seg.cfg)), "", "### Training data", ""]
+        lines += [
+            "",
+            "## Stage 1: lung segmenter",
+            "",
+            recipe_line(seg.info, vars(seg.cfg)),
+            "",
+            "### Training data",
+            "",
+        ]
         lines += data_lines(seg.info) + ["", "### Evaluation"] + segmenter_lines(seg.info)
     lines += ["", "## Intended use and known limits", "", *LIMITS]
     return "\n".join(lines) + "\n"
 
 
 def classifier_summary(report) -> dict:
-    """What a classifier run's ``config.json`` records of an evaluation (:class:`~lungcls.cls.report.ClassificationReport`)."""
+    """What a classifier run's ``config.json`` records of an evaluation
+    (:class:`~lungcls.cls.report.ClassificationReport`)."""
     c = report.calibration or {}
-    return {"n": report.n, "accuracy": report.accuracy, "macro_f1": report.macro_avg["f1"], "ci95": report.ci95,
-            "per_class": {k: {m: v[m] for m in ("precision", "recall", "f1", "support")} for k, v in report.per_class.items()},
-            "by_source": report.by_source, "temperature": c.get("temperature"), "ece_before": c.get("ece_before"),
-            "ece_after": c.get("ece_after")}  # fmt: skip
+    return {
+        "n": report.n,
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_avg["f1"],
+        "ci95": report.ci95,
+        "per_class": {
+            k: {m: v[m] for m in ("precision", "recall", "f1", "support")} for k, v in report.per_class.items()
+        },
+        "by_source": report.by_source,
+        "temperature": c.get("temperature"),
+        "ece_before": c.get("ece_before"),
+        "ece_after": c.get("ece_after"),
+    }
 
 
 def segmenter_summary(report) -> dict:
-    """What a segmenter run's ``config.json`` records of an evaluation (:class:`~lungcls.seg.evaluate.SegmentationReport`)."""
+    """What a segmenter run's ``config.json`` records of an evaluation
+    (:class:`~lungcls.seg.evaluate.SegmentationReport`)."""
     keep = ("dice", "iou", "hd95", "pixel_accuracy")
-    return {**{m: report.summary[m] for m in keep},
-            "by_source": {s: {m: v[m] for m in keep} for s, v in report.by_source.items()}}  # fmt: skip
+    return {
+        **{m: report.summary[m] for m in keep},
+        "by_source": {s: {m: v[m] for m in keep} for s, v in report.by_source.items()},
+    }

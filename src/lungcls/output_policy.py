@@ -53,8 +53,9 @@ def check_folder(path: str | Path, force: bool) -> Path:
         raise OutputExistsError(f"{path} is a file; give a folder for this output")
     if path.is_dir() and any(path.iterdir()) and not force:
         shown = ", ".join(sorted(p.name for p in path.iterdir())[:4])
-        raise OutputExistsError(f"{path} is not empty ({shown}); pass --force to replace these outputs, or choose "
-                                "another folder")  # fmt: skip
+        raise OutputExistsError(
+            f"{path} is not empty ({shown}); pass --force to replace these outputs, or choose another folder"
+        )
     return path
 
 

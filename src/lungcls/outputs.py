@@ -42,10 +42,24 @@ from .errors import ImageReadError
 from .masking import lung_boxes
 from .model_card import announce, model_warnings
 from .output_policy import check_file, staged_folder
+from .progress import progress_bar
 from .reader import Size, read_images
 from .seg.segmenter import Segmenter, describe
-COMMON_FIELDS = ["path", "name", "width", "height", "lung_fraction", "box_x0", "box_y0", "box_x1", "box_y1",
-                 "flags", "error", "model_warnings"]  # fmt: skip
+
+COMMON_FIELDS = [
+    "path",
+    "name",
+    "width",
+    "height",
+    "lung_fraction",
+    "box_x0",
+    "box_y0",
+    "box_x1",
+    "box_y1",
+    "flags",
+    "error",
+    "model_warnings",
+]
 #: what ``segment`` and ``predict`` write into their output folders (see :func:`lungcls.output_policy.staged_folder`)
 SEGMENT_OUTPUTS = ("masks", "overlays", "crops", "segment.csv")
 PREDICT_OUTPUTS = ("explain", "predictions.csv")
@@ -66,9 +80,14 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def segment_files(
-    paths: Sequence[Path], segmenter: Segmenter, out: str | Path, size: int = WORKING_SIZE, progress: bool = True,
-    masks_only: bool = False, force: bool = False,
-) -> list[dict]:  # fmt: skip
+    paths: Sequence[Path],
+    segmenter: Segmenter,
+    out: str | Path,
+    size: int = WORKING_SIZE,
+    progress: bool = True,
+    masks_only: bool = False,
+    force: bool = False,
+) -> list[dict]:
     """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``.
 
     Unreadable files get a CSV row with the error and no outputs; the others go on.
@@ -88,9 +107,9 @@ def segment_files(
         return _segment_into(paths, segmenter, staging, size, progress, masks_only)
 
 
-def _segment_into(paths: Sequence[Path], segmenter: Segmenter, out: Path, size: int, progress: bool,
-                  masks_only: bool) -> list[dict]:  # fmt: skip
-    from .progress import progress_bar
+def _segment_into(
+    paths: Sequence[Path], segmenter: Segmenter, out: Path, size: int, progress: bool, masks_only: bool
+) -> list[dict]:
 
     warnings = "; ".join(announce(model_warnings(segmenter)))
     names = dict(zip(paths, unique_names(paths)))
@@ -106,8 +125,9 @@ def _segment_into(paths: Sequence[Path], segmenter: Segmenter, out: Path, size: 
                 rows.append({"path": str(path), "name": names[path], "error": slot.reason})
                 continue
             r = results[slot]
-            write_segmentation(out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size,
-                               masks_only)  # fmt: skip
+            write_segmentation(
+                out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size, masks_only
+            )
             rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size))
         bar.update(len(chunk))
     bar.close()
@@ -137,7 +157,9 @@ def write_segmentation(
         write_bytes(out / "crops" / f"{name}.png", png(native[y0:y1, x0:x1]))
 
 
-def classify_to_csv(paths: Sequence[Path], pipe, out: str | Path, force: bool = False, progress: bool = True) -> list[dict]:
+def classify_to_csv(
+    paths: Sequence[Path], pipe, out: str | Path, force: bool = False, progress: bool = True
+) -> list[dict]:
     """``lungcls classify``: predict each file and write the rows to the CSV file ``out`` (refused when it exists,
     unless ``force``: then replaced atomically). Returns the rows."""
     out = check_file(out, force)
@@ -147,22 +169,39 @@ def classify_to_csv(paths: Sequence[Path], pipe, out: str | Path, force: bool = 
 
 
 def predict_to_folder(
-    paths: Sequence[Path], pipe, out: str | Path, force: bool = False, explain: bool = False,
-    cam_method: str = "gradcam", cam_target: str | None = None, progress: bool = True,
-) -> list[dict]:  # fmt: skip
+    paths: Sequence[Path],
+    pipe,
+    out: str | Path,
+    force: bool = False,
+    explain: bool = False,
+    cam_method: str = "gradcam",
+    cam_target: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """``lungcls predict``: ``predictions.csv`` (and with ``explain`` an ``explain/`` picture per image) in the
     folder ``out`` (see :mod:`lungcls.output_policy`). Returns the rows."""
     with staged_folder(out, force, PREDICT_OUTPUTS) as staging:
-        rows = predict_files(paths, pipe, explain_dir=staging / "explain" if explain else None, progress=progress,
-                             cam_method=cam_method, cam_target=cam_target)  # fmt: skip
+        rows = predict_files(
+            paths,
+            pipe,
+            explain_dir=staging / "explain" if explain else None,
+            progress=progress,
+            cam_method=cam_method,
+            cam_target=cam_target,
+        )
         write_csv(staging / "predictions.csv", rows, prediction_fields(pipe.class_names, explain))
     return rows
 
 
 def predict_files(
-    paths: Sequence[Path], pipe, explain_dir: str | Path | None = None, progress: bool = True,
-    cam_method: str = "gradcam", cam_target: str | None = None, segment_dir: str | Path | None = None,
-) -> list[dict]:  # fmt: skip
+    paths: Sequence[Path],
+    pipe,
+    explain_dir: str | Path | None = None,
+    progress: bool = True,
+    cam_method: str = "gradcam",
+    cam_target: str | None = None,
+    segment_dir: str | Path | None = None,
+) -> list[dict]:
     """Predict each file with a :class:`~lungcls.pipeline.Pipeline`; unreadable files get a row with the error.
 
     Args:
@@ -177,67 +216,90 @@ def predict_files(
     Returns:
         One dict per input (the CSV rows of :func:`prediction_fields`).
     """
-    from .progress import progress_bar
 
-    classes, s = pipe.class_names, pipe.size
-    if cam_target is not None and cam_target not in classes:
-        raise ValueError(f"--cam-target {cam_target!r} is not a class of this model ({', '.join(classes)})")
+    if cam_target is not None and cam_target not in pipe.class_names:
+        raise ValueError(f"--cam-target {cam_target!r} is not a class of this model ({', '.join(pipe.class_names)})")
     names = dict(zip(paths, unique_names(paths)))
+    explain = (Path(explain_dir), cam_method, cam_target) if explain_dir is not None else None
     rows: list[dict] = []
     bar = progress_bar(total=len(paths), desc="predicting", unit="img", enabled=progress)
     for chunk in _chunks(paths, pipe.classifier.batch_size):
-        read = read_images(chunk, (s, s), keep_native=explain_dir is not None or segment_dir is not None)
-        batch = torch.from_numpy(read.images)[:, None]
-        segmented = pipe.segmenter.masks(batch) if pipe.segmenter is not None and len(batch) else None
-        preds = pipe.predict_batch(batch, segmented=segmented) if len(batch) else []
-        shares: list[float] = [math.nan] * len(preds)
-        if segment_dir is not None and segmented is not None:
-            crops = lung_boxes(segmented.masks, pipe.classifier.cfg.margin)[0].tolist()
-            for path, slot in zip(chunk, read.slots):
-                if not isinstance(slot, ImageReadError):
-                    p = preds[slot]
-                    write_segmentation(Path(segment_dir), names[path], read.natives[slot], p.mask,
-                                       crops[slot] if p.box else None, s)  # fmt: skip
-        if explain_dir is not None and preds:
-            readable = [p for p, slot in zip(chunk, read.slots) if not isinstance(slot, ImageReadError)]
-            masks = segmented.masks if segmented is not None else None
-            shares = _explain(pipe, batch, masks, preds, read.natives, [names[p] for p in readable],
-                              Path(explain_dir), cam_method, cam_target)  # fmt: skip
-        for path, slot in zip(chunk, read.slots):
-            if isinstance(slot, ImageReadError):
-                rows.append({"path": str(path), "name": names[path], "error": slot.reason})
-                continue
-            p = preds[slot]
-            row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s)
-            row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in classes}}
-            row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
-            row["model_warnings"] = "; ".join(pipe.warnings)
-            rows.append(row)
+        rows += _predict_chunk(pipe, chunk, names, explain, Path(segment_dir) if segment_dir is not None else None)
         bar.update(len(chunk))
     bar.close()
+    return rows
+
+
+def _predict_chunk(pipe, chunk: list[Path], names: dict, explain: tuple | None, segment_dir: Path | None) -> list[dict]:
+    """The rows of one batch of files (each read and segmented once), and the pictures asked for."""
+    s = pipe.size
+    read = read_images(chunk, (s, s), keep_native=explain is not None or segment_dir is not None)
+    batch = torch.from_numpy(read.images)[:, None]
+    segmented = pipe.segmenter.masks(batch) if pipe.segmenter is not None and len(batch) else None
+    preds = pipe.predict_batch(batch, segmented=segmented) if len(batch) else []
+    readable = [(path, slot) for path, slot in zip(chunk, read.slots) if not isinstance(slot, ImageReadError)]
+    if segment_dir is not None and segmented is not None:
+        crops = lung_boxes(segmented.masks, pipe.classifier.cfg.margin)[0].tolist()
+        for path, slot in readable:
+            p = preds[slot]
+            write_segmentation(segment_dir, names[path], read.natives[slot], p.mask, crops[slot] if p.box else None, s)
+    shares: list[float] = [math.nan] * len(preds)
+    if explain is not None and preds:
+        masks = segmented.masks if segmented is not None else None
+        shares = _explain(pipe, batch, masks, preds, read.natives, [names[p] for p, _ in readable], *explain)
+    rows = []
+    for path, slot in zip(chunk, read.slots):
+        if isinstance(slot, ImageReadError):
+            rows.append({"path": str(path), "name": names[path], "error": slot.reason})
+            continue
+        p = preds[slot]
+        row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s)
+        row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in pipe.class_names}}
+        row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
+        rows.append(row | {"model_warnings": "; ".join(pipe.warnings)})
     return rows
 
 
 def prediction_fields(class_names: Sequence[str], explain: bool = False) -> list[str]:
     """The columns of ``classify.csv`` / ``predictions.csv``."""
     head, tail = COMMON_FIELDS[:4], COMMON_FIELDS[4:]
-    return head + ["predicted", *[f"p_{n}" for n in class_names]] + tail[:-2] + (["in_lung_saliency"] if explain else []) + tail[-2:]
+    return (
+        head
+        + ["predicted", *[f"p_{n}" for n in class_names]]
+        + tail[:-2]
+        + (["in_lung_saliency"] if explain else [])
+        + tail[-2:]
+    )
 
 
 def common_row(path: Path, name: str, native: Size, fraction: float, box, flags: Sequence[str], size: int) -> dict:
     """The columns every per-file CSV shares (see the module doc), box brought to the image's own pixels."""
     x0, y0, x1, y1 = box_at(box, size, native) if box is not None else ("",) * 4
-    return {"path": str(path), "name": name, "width": native[1], "height": native[0],
-            "lung_fraction": "" if fraction is None or math.isnan(fraction) else round(fraction, 5),
-            "box_x0": x0, "box_y0": y0, "box_x1": x1, "box_y1": y1, "flags": ";".join(flags), "error": ""}  # fmt: skip
+    return {
+        "path": str(path),
+        "name": name,
+        "width": native[1],
+        "height": native[0],
+        "lung_fraction": "" if fraction is None or math.isnan(fraction) else round(fraction, 5),
+        "box_x0": x0,
+        "box_y0": y0,
+        "box_x1": x1,
+        "box_y1": y1,
+        "flags": ";".join(flags),
+        "error": "",
+    }
 
 
 def box_at(box: Sequence[float], size: int, native: Size) -> tuple[int, int, int, int]:
     """A box (x0, y0, x1, y1) at the working size -> the image's own pixels, grown outwards to whole pixels."""
     h, w = native
     x0, y0, x1, y1 = (float(v) for v in box)
-    return (max(0, math.floor(x0 * w / size)), max(0, math.floor(y0 * h / size)),
-            min(w, math.ceil(x1 * w / size)), min(h, math.ceil(y1 * h / size)))  # fmt: skip
+    return (
+        max(0, math.floor(x0 * w / size)),
+        max(0, math.floor(y0 * h / size)),
+        min(w, math.ceil(x1 * w / size)),
+        min(h, math.ceil(y1 * h / size)),
+    )
 
 
 def mask_at(mask: np.ndarray, native: Size) -> np.ndarray:
@@ -291,6 +353,8 @@ def _explain(pipe, batch, masks, preds, natives, names, out: Path, method: str, 
     results = explain(pipe.classifier, batch, masks, targets, method)
     for name, native, p, r, t in zip(names, natives, preds, results, targets):
         share = "" if math.isnan(r["in_lung_share"]) else f", {r['in_lung_share']:.0%} of the map in the lungs"
-        caption = f"{p.label} {p.probs[p.label]:.2f}" + (f" | map of {classes[t]}" if classes[t] != p.label else "") + share
+        caption = (
+            f"{p.label} {p.probs[p.label]:.2f}" + (f" | map of {classes[t]}" if classes[t] != p.label else "") + share
+        )
         write_bytes(out / f"{name}.png", png(explanation_picture(native, r, pipe.size, p.mask, caption)))
     return [r["in_lung_share"] for r in results]

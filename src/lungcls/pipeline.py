@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .atomic import write_json, write_text
-from .model_card import announce, pipeline_warnings
-from .output_policy import staged_folder
 from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
 from .errors import CheckpointError, ImageReadError, LungclsError
+from .model_card import announce, pipeline_card, pipeline_warnings
+from .output_policy import staged_folder
 from .reader import check_side, read_images, resize_image
 from .seg.segmenter import MaskBatch, Segmenter, describe
 from .version import __version__
@@ -90,9 +90,12 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None,
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
         segmenter: SegmenterLike | None = None,
-    ) -> Pipeline:  # fmt: skip
+    ) -> Pipeline:
         """Load a bundle (from :meth:`save`) or a ``train-cls`` run folder.
 
         Args:
@@ -125,14 +128,17 @@ class Pipeline:
         return Path(path)
 
     def _write_bundle(self, path: Path, metrics: dict | None) -> None:
-        from .model_card import pipeline_card
 
         seg_source = None
         if self.segmenter is not None:
             sha = self.segmenter.save(path / "segmenter")
             source = self.segmenter.info.get("source", {})
-            seg_source = {"origin": source.get("origin", "memory"), "name": source.get("name"), "sha256": sha,
-                          "source_sha256": source.get("sha256")}  # fmt: skip
+            seg_source = {
+                "origin": source.get("origin", "memory"),
+                "name": source.get("name"),
+                "sha256": sha,
+                "source_sha256": source.get("sha256"),
+            }
         linked = {"origin": "bundle", "path": "../segmenter"} if self.segmenter is not None else None
         cls_sha = self.classifier.save(path / "classifier", segmenter=linked)
         meta = {
@@ -169,32 +175,37 @@ class Pipeline:
     ) -> Pipeline:
         """Train both stages on one split (stage 2 on stage 1's predicted masks) and save a bundle in ``out/bundle``.
 
-        Writes ``out/cache`` (or ``cache_dir``: the packed data, split once for both stages when the data has no split),
-        ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The configs default to
+        Writes ``out/cache`` (or ``cache_dir``: the packed data, split once for both stages when the data has
+        no split), ``out/segmenter`` and ``out/classifier`` (run folders) and ``out/bundle``. The configs default to
         the ``auto`` recipes of :mod:`lungcls.recipes`. The returned pipeline holds the trained models
         and their evaluation reports (:attr:`reports`). ``resume`` goes on where an interrupted call stopped:
         a stage whose run is complete is loaded, an interrupted one resumed, a missing one trained.
         """
-        import dataclasses
-
         from .cls.train import train_classifier
         from .recipes import classifier_recipe
         from .seg.train import train_segmenter
 
         out = Path(out)
-        if cls_config is None:
-            cls_config = classifier_recipe(device=cls_train.device if cls_train else None)[0]
-        cls_model = dataclasses.replace(cls_config, mode=mode)
-        common = {"cache_dir": Path(cache_dir or out / "cache"), "progress": progress, "overwrite": overwrite, "strict": strict,
-                  "tensorboard": tensorboard}  # fmt: skip
-        seg, seg_reports = _stage(Segmenter, out / "segmenter", resume, lambda again: train_segmenter(
-            data, out / "segmenter", seg_config, seg_train, resume=again, **common))  # fmt: skip
-        classifier, cls_reports = _stage(Classifier, out / "classifier", resume, lambda again: train_classifier(
-            [common["cache_dir"]], out / "classifier", cls_model, cls_train, segmenter=seg if mode != "raw" else None,
-            resume=again, **common))  # fmt: skip
+        cls_model = replace(
+            cls_config or classifier_recipe(device=cls_train.device if cls_train else None)[0], mode=mode
+        )
+        run = {"progress": progress, "overwrite": overwrite, "strict": strict, "tensorboard": tensorboard}
+        run["cache_dir"] = cache = Path(cache_dir or out / "cache")
+
+        def stage_1(again: bool):
+            return train_segmenter(data, out / "segmenter", seg_config, seg_train, resume=again, **run)
+
+        def stage_2(again: bool):
+            masks = seg if mode != "raw" else None
+            return train_classifier(
+                [cache], out / "classifier", cls_model, cls_train, segmenter=masks, resume=again, **run
+            )
+
+        seg, seg_reports = _stage(Segmenter, out / "segmenter", resume, stage_1)
+        classifier, cls_reports = _stage(Classifier, out / "classifier", resume, stage_2)
         pipe = cls(seg, classifier)  # a raw classifier keeps the trained segmenter all the same
-        pipe.reports = {**{f"segmenter_{k}": v for k, v in seg_reports.items()},
-                        **{f"classifier_{k}": v for k, v in cls_reports.items()}}  # fmt: skip
+        pipe.reports = {f"segmenter_{k}": v for k, v in seg_reports.items()}
+        pipe.reports |= {f"classifier_{k}": v for k, v in cls_reports.items()}
         pipe.save(out / "bundle", force=resume or overwrite)
         return pipe
 
@@ -248,19 +259,24 @@ class Pipeline:
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Class probabilities, float (N, K), in the order of :attr:`class_names` (NaN rows for unreadable files)."""
-        rows = [[p.probs[n] for n in self.class_names] if p.error is None else [np.nan] * len(self.class_names)
-                for p in self.predict(images)]  # fmt: skip
+        rows = [
+            [p.probs[n] for n in self.class_names] if p.error is None else [np.nan] * len(self.class_names)
+            for p in self.predict(images)
+        ]
         return np.array(rows, dtype=np.float32).reshape(-1, len(self.class_names))
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
-        """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest go on."""
+        """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest
+        go on."""
         batch, slots = self.load_batch(images)
         return self.predict_batch(batch, slots)
 
     def predict_batch(
-        self, batch: torch.Tensor, slots: list[int | ImageReadError] | None = None,
+        self,
+        batch: torch.Tensor,
+        slots: list[int | ImageReadError] | None = None,
         segmented: MaskBatch | None = None,
-    ) -> list[Prediction]:  # fmt: skip
+    ) -> list[Prediction]:
         """:meth:`predict` for a uint8 (N, 1, S, S) batch already at the working size (and slots from
         :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed."""
         slots = list(range(len(batch))) if slots is None else slots
@@ -276,12 +292,16 @@ class Pipeline:
                 continue
             s = segs[slot] if segs else None
             flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[slot]) else [])
-            out.append(Prediction(
-                label=self.class_names[int(probs[slot].argmax())],
-                probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
-                mask=s.mask if s else None, box=s.box if s else None,
-                lung_fraction=s.lung_fraction if s else float("nan"), flags=flags,
-            ))  # fmt: skip
+            out.append(
+                Prediction(
+                    label=self.class_names[int(probs[slot].argmax())],
+                    probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
+                    mask=s.mask if s else None,
+                    box=s.box if s else None,
+                    lung_fraction=s.lung_fraction if s else float("nan"),
+                    flags=flags,
+                )
+            )
         return out
 
     def explain(

@@ -89,19 +89,23 @@ def outline_grid(
 
 
 def confusion_figure(report, title: str = "") -> Figure:
-    """Counts and row-normalised confusion matrices side by side (a :class:`~lungcls.cls.report.ClassificationReport`)."""
+    """Counts and row-normalised confusion matrices side by side (of a
+    :class:`~lungcls.cls.report.ClassificationReport`)."""
     names = report.class_names
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2)
-    for ax, m, fmt, sub in ((axes[0], report.confusion, "{:.0f}", "counts"),
-                            (axes[1], report.confusion_normalized, "{:.2f}", "share of true class")):  # fmt: skip
+    for ax, m, fmt, sub in (
+        (axes[0], report.confusion, "{:.0f}", "counts"),
+        (axes[1], report.confusion_normalized, "{:.2f}", "share of true class"),
+    ):
         m = np.array(m, dtype=float)
         shown = m if sub != "counts" else m / max(m.max(), 1)
         ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(names)):
             for j in range(len(names)):
-                ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center",
-                        color="white" if shown[i, j] > 0.6 else "black")  # fmt: skip
+                ax.text(
+                    j, i, fmt.format(m[i, j]), ha="center", va="center", color="white" if shown[i, j] > 0.6 else "black"
+                )
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("predicted")

@@ -18,14 +18,29 @@ def set_enabled(enabled: bool) -> None:
 
 
 def progress_bar(
-    iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-    enabled: bool = True, leave: bool = True, initial: int = 0,
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    enabled: bool = True,
+    leave: bool = True,
+    initial: int = 0,
 ) -> Any:
     """A tqdm bar on stderr; redrawn at most every 30 s when stderr is not a terminal, where its last line
     (at 100%) is always kept so a log shows where each pass ended."""
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and _ENABLED["bars"]),
-                file=sys.stderr, leave=leave or not interactive, mininterval=0.1 if interactive else 30.0,
-                dynamic_ncols=interactive, initial=initial)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not (enabled and _ENABLED["bars"]),
+        file=sys.stderr,
+        leave=leave or not interactive,
+        mininterval=0.1 if interactive else 30.0,
+        dynamic_ncols=interactive,
+        initial=initial,
+    )

@@ -89,8 +89,10 @@ def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedImage
 def check_side(height: int, width: int, max_pixels: int = MAX_PIXELS) -> str | None:
     """Why an image of ``height`` x ``width`` pixels is refused (too small, or over the size limit), else None."""
     if min(height, width) < MIN_IMAGE_SIDE:
-        return (f"image is {width}x{height} pixels, smaller than the minimum of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
-                "(too small to hold lung fields)")  # fmt: skip
+        return (
+            f"image is {width}x{height} pixels, smaller than the minimum of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} "
+            "(too small to hold lung fields)"
+        )
     if height * width > max_pixels:
         return over_limit(height * width, max_pixels, f"{width}x{height}")
     return None
@@ -98,8 +100,10 @@ def check_side(height: int, width: int, max_pixels: int = MAX_PIXELS) -> str | N
 
 def over_limit(pixels: int, max_pixels: int, dims: str = "") -> str:
     """The one message for an image over the size limit (whichever library noticed it)."""
-    return (f"image has {pixels:,} pixels{f' ({dims})' if dims else ''}, over the limit of {max_pixels:,}; "
-            "refused before decoding (a possible decompression bomb)")
+    return (
+        f"image has {pixels:,} pixels{f' ({dims})' if dims else ''}, over the limit of {max_pixels:,}; "
+        "refused before decoding (a possible decompression bomb)"
+    )
 
 
 def read_image(path: str | Path, size: Size | None = DEFAULT_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -72,8 +72,10 @@ def resolve_recipe(name: str | None, device: str | None = None) -> str:
 
     gpu = (device or "auto").startswith("cuda") or ((device or "auto") == "auto" and torch.cuda.is_available())
     if not gpu:
-        log.warning("no GPU: training with the 'cpu' recipe (small models, minutes to an hour); pass --recipe "
-                    "default for the GPU recipe, which takes many hours on a CPU")  # fmt: skip
+        log.warning(
+            "no GPU: training with the 'cpu' recipe (small models, minutes to an hour); pass --recipe "
+            "default for the GPU recipe, which takes many hours on a CPU"
+        )
     return "default" if gpu else "cpu"
 
 
@@ -104,7 +106,9 @@ def _recipe(stage: str, name: str, overrides: dict[str, Any]) -> tuple[Any, Trai
     # fresh copies: a recipe is never changed by its users
     model, train = dataclasses.replace(model), dataclasses.replace(train, augment=dataclasses.replace(train.augment))
     model_fields = {f.name for f in dataclasses.fields(model)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(AugmentConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} | {
+        f.name for f in dataclasses.fields(AugmentConfig)
+    }
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(given) - model_fields - train_fields)
     if unknown:

@@ -25,8 +25,21 @@ from .version import __version__
 log = logging.getLogger(__name__)
 
 #: what a run folder holds (``--overwrite`` removes these and nothing else)
-RUN_FILES = ("config.json", "model.safetensors", "last.json", "last.safetensors", "history.json", "history.csv",
-             "images.json", "split.csv", "eval_*", "confusion_*", "reliability_*", "outlines_*", "tensorboard")  # fmt: skip
+RUN_FILES = (
+    "config.json",
+    "model.safetensors",
+    "last.json",
+    "last.safetensors",
+    "history.json",
+    "history.csv",
+    "images.json",
+    "split.csv",
+    "eval_*",
+    "confusion_*",
+    "reliability_*",
+    "outlines_*",
+    "tensorboard",
+)
 
 
 @dataclass
@@ -90,8 +103,10 @@ def start_run(out: str | Path, kind: str, resume: bool, overwrite: bool) -> dict
     existing = [p for p in out.iterdir() if p.name != "cache"] if out.is_dir() else []
     if existing and not overwrite:
         shown = ", ".join(sorted(p.name for p in existing)[:5])
-        raise LungclsError(f"{out} is not empty ({shown}); pass --resume to continue that run, --overwrite to "
-                           "replace it, or choose another --out")  # fmt: skip
+        raise LungclsError(
+            f"{out} is not empty ({shown}); pass --resume to continue that run, --overwrite to "
+            "replace it, or choose another --out"
+        )
     if overwrite:
         for pattern in RUN_FILES:
             for p in out.glob(pattern):

@@ -32,8 +32,9 @@ from .data.cache import PackedCache
 from .data.loader import CacheLoader
 from .data.training_data import open_training_data
 from .engine.distributed import Ranks, main_first, rank_batch_size, setup
-from .engine.trainer import Task, fit, seed_everything
+from .engine.trainer import FitResult, Task, fit, seed_everything
 from .runs import TrainResult, data_record, environment, images_record, start_run
+from .tensorboard import TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class Stage:
     rows: dict[str, np.ndarray]
 
     def configure(self, saved: dict | None, out: Path) -> None:
-        """Settle :attr:`model` and :attr:`train`: the saved run's when ``saved`` (resuming), else the caller's or a recipe's."""
+        """Settle :attr:`model` and :attr:`train`: the saved run's when ``saved`` (resuming), else the caller's or a
+        recipe's."""
         raise NotImplementedError
 
     def prepare(self, device: torch.device) -> DataRequest:
@@ -85,9 +87,18 @@ class Stage:
         """Batches of one split; Train shuffled and sharded across processes (each its share of the batch)."""
         train, rows, bs = split == "Train", self.rows[split], self.train.batch_size
         shard = {"rank": ranks.rank, "world_size": ranks.world} if train else {}
-        return CacheLoader(self.cache, rows, rank_batch_size(bs, ranks) if train else bs, device, shuffle=train,
-                           drop_last=train and len(rows) > bs, seed=self.train.seed, placement=self.train.placement,
-                           **self.loader_options(), **shard)  # fmt: skip
+        return CacheLoader(
+            self.cache,
+            rows,
+            rank_batch_size(bs, ranks) if train else bs,
+            device,
+            shuffle=train,
+            drop_last=train and len(rows) > bs,
+            seed=self.train.seed,
+            placement=self.train.placement,
+            **self.loader_options(),
+            **shard,
+        )
 
     def loader_options(self) -> dict:
         """Extra :class:`~lungcls.data.loader.CacheLoader` arguments (masks, labels) of the stage."""
@@ -125,10 +136,18 @@ class Stage:
 
 
 def run_stage(
-    stage: Stage, data: Sequence[str | Path], out: str | Path, *, cache_dir: str | Path | None = None,
-    resume: bool = False, overwrite: bool = False, progress: bool = True,
-    on_epoch_end: Callable[[int, dict], None] | None = None, strict: bool = False, tensorboard: bool = False,
-) -> TrainResult:  # fmt: skip
+    stage: Stage,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    strict: bool = False,
+    tensorboard: bool = False,
+) -> TrainResult:
     """Train ``stage`` on ``data`` into the run folder ``out``, then evaluate it (see the module's docstring).
 
     Raises:
@@ -139,25 +158,49 @@ def run_stage(
     stage.configure(saved, out)
     ranks, device = setup(stage.train.device)
     request = stage.prepare(device)
-    stage.cache, made = main_first(ranks, lambda: open_training_data(
-        data, cache_dir or out / "cache", size=request.size, split_seed=stage.train.seed, progress=progress,
-        strict=strict, pinned=request.pinned, hold_out=request.hold_out))  # fmt: skip
+    stage.cache, made = main_first(
+        ranks, lambda: _open_data(stage, data, cache_dir or out / "cache", request, progress, strict)
+    )
     stage.rows = stage.select(progress, strict)
     seed_everything(stage.train.seed)
     task = stage.build(device, fresh=saved is None)
     if stage.train.compile:
         task.model = torch.compile(task.model)
-    record = {"kind": stage.kind, **stage.record(), "train": to_dict(stage.train),
-              "data": data_record(data, stage.cache, stage.rows), "environment": environment(), **stage.links()}  # fmt: skip
+    record = {"kind": stage.kind, **stage.record(), "train": to_dict(stage.train)}
+    record |= {"data": data_record(data, stage.cache, stage.rows), "environment": environment(), **stage.links()}
     if ranks.main:
         _write_inputs(out, stage.cache, stage.rows, made)
     if tensorboard and ranks.main:
         on_epoch_end = _with_tensorboard(stage, task, out, on_epoch_end)
-    log.info("training on %d images, validating on %d, device %s", len(stage.rows["Train"]), len(stage.rows["Val"]), device)
-    result = fit(task, stage.loader("Train", device, ranks), stage.loader("Val", device, ranks), stage.train, out,
-                 record, resume, progress, on_epoch_end, ranks)  # fmt: skip
+    log.info(
+        "training on %d images, validating on %d, device %s", len(stage.rows["Train"]), len(stage.rows["Val"]), device
+    )
+    train, val = (stage.loader(split, device, ranks) for split in ("Train", "Val"))
+    result = fit(task, train, val, stage.train, out, record, resume, progress, on_epoch_end, ranks)
     if not ranks.main:  # rank 0 makes the model, evaluates it and writes the reports
         return TrainResult(out, result, None, split=made)
+    model, reports = _finish(stage, task, result, record, out, progress)
+    return TrainResult(out, result, model, reports, split=made)
+
+
+def _open_data(
+    stage: Stage, data: Sequence[str | Path], cache_dir: Path, request: DataRequest, progress: bool, strict: bool
+) -> tuple[PackedCache, str | None]:
+    return open_training_data(
+        data,
+        cache_dir,
+        size=request.size,
+        split_seed=stage.train.seed,
+        progress=progress,
+        strict=strict,
+        pinned=request.pinned,
+        hold_out=request.hold_out,
+    )
+
+
+def _finish(stage: Stage, task: Task, result: FitResult, record: dict, out: Path, progress: bool) -> tuple[Any, dict]:
+    """The trained model from the best weights in memory, its evaluation reports (written), and the complete
+    ``config.json``."""
     load_state(task.model, result.best_state, out / "model.safetensors")
     info = {k: v for k, v in record.items() if k not in stage.record() and k != "kind"} | {"metrics": result.metrics}
     info["source"] = {"origin": "run", "name": str(out), "sha256": result.best_sha256}
@@ -169,19 +212,20 @@ def run_stage(
             stage.write_report(reports[split.lower()], out)
     model.info["evaluation"] = {k: stage.summary(r) for k, r in reports.items()}
     write_json(out / "config.json", {**model.to_config(), "status": "complete", "weights_sha256": result.best_sha256})
-    return TrainResult(out, result, model, reports, split=made)
+    return model, reports
 
 
 def _write_inputs(out: Path, cache: PackedCache, rows: dict[str, np.ndarray], made: str | None) -> None:
     write_json(out / "images.json", images_record(cache, rows))
     if made is not None:  # a split made here: keep it, so the other stage can use the same one
         cache.manifest.write_csv(out / "split.csv")
-        log.warning("the split made for this run is in %s; pass it to the other stage so both share it", out / "split.csv")
+        log.warning(
+            "the split made for this run is in %s; pass it to the other stage so both share it", out / "split.csv"
+        )
 
 
 def _with_tensorboard(stage: Stage, task: Task, out: Path, then: Callable | None) -> Callable[[int, dict], None]:
     """``then`` (if any) after logging the epoch to ``out/tensorboard`` with the stage's sample images."""
-    from .tensorboard import TensorBoardLogger
 
     logger = TensorBoardLogger(out / "tensorboard", *stage.samples(task))
 

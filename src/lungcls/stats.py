@@ -95,9 +95,12 @@ def seed_spread(values: Sequence[float], level: float = 0.95) -> dict:
 
 
 def two_level_bootstrap(
-    correct: np.ndarray, score: Callable[[np.ndarray], float] | None = None, n_boot: int = 1000, seed: int = 0,
+    correct: np.ndarray,
+    score: Callable[[np.ndarray], float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
     groups: Sequence[str] | None = None,
-) -> list[float]:  # fmt: skip
+) -> list[float]:
     """95% interval of a seed-averaged score with seeds and test patients both resampled.
 
     Args:

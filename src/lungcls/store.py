@@ -159,7 +159,9 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # an unsafe or corrupt pickle
-        raise CheckpointError(f"{path}: not loadable as plain weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not loadable as plain weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
 
 
 def read_json(path: str | Path) -> dict:
@@ -212,7 +214,9 @@ def locate(path: Path, kind: str) -> tuple[Path, str, list[str | None]]:
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         inside = path.name in KINDS and (path.parent / "pipeline.json").is_file()
         return path, "bundle" if inside else "run", [_bundle_sha(path.parent, path.name)] if inside else []
-    raise CheckpointError(f"{path}: expects a {kind} run folder, a bundle or a built-in model name (found {describe(path, kind)})")
+    raise CheckpointError(
+        f"{path}: expects a {kind} run folder, a bundle or a built-in model name (found {describe(path, kind)})"
+    )
 
 
 def describe(path: Path, kind: str | None = None) -> str:
@@ -278,9 +282,7 @@ def _read_builtin(name: str, kind: str) -> ModelFiles:
     folder = builtin.folder(name)
     config = json.loads(folder.joinpath("config.json").read_text(encoding="utf-8"))
     if config.get("kind") != kind:
-        raise CheckpointError(
-            f"{name!r} is a built-in {config.get('kind')}, not a {kind}; {builtin.listing(kind)}"
-        )
+        raise CheckpointError(f"{name!r} is a built-in {config.get('kind')}, not a {kind}; {builtin.listing(kind)}")
     data = folder.joinpath("model.safetensors").read_bytes()
     sha = _verify(data, f"built-in model {name!r}", [config.get("weights_sha256")])
     images_file = folder.joinpath("images.json")

@@ -27,12 +27,19 @@ class TensorBoardLogger:
             (stage 1), or None.
     """
 
-    def __init__(self, folder: str | Path, images: torch.Tensor, masks: torch.Tensor | None = None,
-                 predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: str | Path,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise LungclsError("TensorBoard logging needs the tensorboard package: pip install 'lungcls[tensorboard]'") from None
+            raise LungclsError(
+                "TensorBoard logging needs the tensorboard package: pip install 'lungcls[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(folder))
         self.images, self.masks, self.predict = images.cpu(), masks.cpu() if masks is not None else None, predict
         if self.masks is not None:

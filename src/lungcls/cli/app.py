@@ -27,9 +27,9 @@ from .options import (
     Cpu,
     Quiet,
     Verbose,
-    _opt,
     configure_output,
     fail,
+    opt,
     with_options,
 )
 
@@ -89,6 +89,7 @@ app = _Typer(
 data_app = _Typer(help="Look at and split datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"lungcls {__version__}")
@@ -98,7 +99,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    version: Annotated[bool, _opt("Show the version and exit.", "", "--version", callback=_version, is_eager=True)] = False,
+    version: Annotated[
+        bool, opt("Show the version and exit.", "", "--version", callback=_version, is_eager=True)
+    ] = False,
     cpu: Cpu = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -174,7 +177,9 @@ def report_rows(rows: list[dict], found, out: Path, verb: str, class_names: list
     failed = [r for r in rows if r.get("error")] + found.problems
     flagged = [r for r in done if r.get("flags")]
     counts = Counter(r["predicted"] for r in done) if class_names else {}
-    line = f"{len(done)} images {verb}" + (": " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names) if class_names else "")
+    line = f"{len(done)} images {verb}" + (
+        ": " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names) if class_names else ""
+    )
     typer.echo(f"{line}; {len(flagged)} flagged, {len(failed)} failed; results in {out}")
     if class_names:
         typer.echo("Research use only: not a diagnosis.")
@@ -183,8 +188,11 @@ def report_rows(rows: list[dict], found, out: Path, verb: str, class_names: list
     if len(flagged) > 20:
         typer.secho(f"  ... and {len(flagged) - 20} more flagged (see the CSV)", fg="yellow")
     if found.skipped_folders:
-        typer.secho(f"  skipped {len(found.skipped_folders)} mask folders of known layouts (e.g. "
-                    f"{found.skipped_folders[0]}); name them explicitly to read them", fg="yellow")  # fmt: skip
+        typer.secho(
+            f"  skipped {len(found.skipped_folders)} mask folders of known layouts (e.g. "
+            f"{found.skipped_folders[0]}); name them explicitly to read them",
+            fg="yellow",
+        )
     if found.skipped:
         typer.secho(f"  skipped {len(found.skipped)} files that are not images lungcls reads:", fg="yellow")
         for s in found.skipped[:10]:

@@ -8,39 +8,72 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
-from .options import Common, Device, Force, InferenceBatch, Inputs, Mode, Recipe, TrainData, Training, _opt, fail
+from .options import (
+    ClassifierOptions,
+    Common,
+    Device,
+    Force,
+    InferenceBatch,
+    Inputs,
+    Mode,
+    Recipe,
+    RunFolder,
+    TrainData,
+    Training,
+    fail,
+    opt,
+)
 
-ClsModel = Annotated[Path, _opt("A train-cls run folder or a bundle.", "DIR")]
-SegOverride = Annotated[Optional[str], _opt("Stage-1 model for the masks: a built-in name, a train-seg run or a bundle "
-                                            "(default: the bundle's, or the one the classifier was trained with).",
-                                            "NAME|DIR")]  # fmt: skip
+ClsModel = Annotated[Path, opt("A train-cls run folder or a bundle.", "DIR")]
+SegOverride = Annotated[
+    Optional[str],
+    opt(
+        "Stage-1 model for the masks: a built-in name, a train-seg run or a bundle "
+        "(default: the bundle's, or the one the classifier was trained with).",
+        "NAME|DIR",
+    ),
+]
+
+
+ClsRecipe = Annotated[
+    Recipe,
+    opt(
+        "Starting recipe (auto: default on a GPU, cpu without one); the options below change single settings.",
+        "[auto|default|cpu|demo]",
+    ),
+]
+InputMode = Annotated[Mode, opt("Classifier input.", "[raw|masked|cropped|masked-cropped]")]
+SegForMasks = Annotated[
+    Optional[str],
+    opt(
+        "Stage-1 model whose masks feed the masked/cropped modes: a built-in name, a train-seg run or a bundle "
+        "(default: the built-in model).",
+        "NAME|DIR",
+    ),
+]
+GtMasks = Annotated[
+    bool, opt("Mask with the dataset's own lung masks instead (only images that have one).", "", "--gt-masks")
+]
+Classes = Annotated[
+    Optional[str], opt("The class set in output order, comma-separated (default: the classes in the data).", "A,B,...")
+]
+HoldOut = Annotated[
+    Optional[str],
+    opt("Hold out this source set as Test (external validation): train and validate on the others.", "SOURCE"),
+]
 
 
 @app.command("train-cls")
 def train_cls(
     data: TrainData,
-    out: Annotated[Path, _opt("Run folder to write.", "DIR")],
-    recipe: Annotated[Recipe, _opt("Starting recipe (auto: default on a GPU, cpu without one); the options below "
-                                   "change single settings.", "[auto|default|cpu|demo]")] = Recipe.auto,  # fmt: skip
-    mode: Annotated[Mode, _opt("Classifier input.", "[raw|masked|cropped|masked-cropped]")] = Mode.raw,
-    seg_model: Annotated[Optional[str], _opt("Stage-1 model whose masks feed the masked/cropped modes: a built-in name, "
-                                             "a train-seg run or a bundle (default: the built-in model).", "NAME|DIR")] = None,  # fmt: skip
-    gt_masks: Annotated[bool, _opt("Mask with the dataset's own lung masks instead (only images that have one).", "",
-                                   "--gt-masks")] = False,  # fmt: skip
-    classes: Annotated[Optional[str], _opt("The class set in output order, comma-separated (default: the classes "
-                                           "in the data).", "A,B,...")] = None,  # fmt: skip
-    hold_out: Annotated[Optional[str], _opt("Hold out this source set as Test (external validation): train and "
-                                            "validate on the others.", "SOURCE")] = None,  # fmt: skip
-    margin: Annotated[Optional[float], _opt("Crop margin, a fraction of the lung box on each side.", "FRACTION")] = None,
-    arch: Annotated[Optional[str], _opt("A registered classifier (lungcls.models.CLASSIFIERS): resnet50, or resnet18 "
-                                        "for quick CPU runs.", "NAME")] = None,  # fmt: skip
-    image_size: Annotated[Optional[int], _opt("Classifier input size in pixels.", "PX")] = None,
-    label_smoothing: Annotated[Optional[float], _opt("Cross-entropy label smoothing.", "EPS")] = None,
-    class_weighting: Annotated[Optional[bool], _opt("Inverse-frequency class weights in the loss.", "",
-                                                    "--class-weighting/--no-class-weighting")] = None,  # fmt: skip
-    pretrained: Annotated[bool, _opt("Start from ImageNet weights in torchvision's local cache (never downloaded).",
-                                     "", "--pretrained")] = False,  # fmt: skip
-    weights: Annotated[Optional[Path], _opt("Start from this ImageNet ResNet weights file.", "FILE")] = None,
+    out: RunFolder,
+    recipe: ClsRecipe = Recipe.auto,
+    mode: InputMode = Mode.raw,
+    seg_model: SegForMasks = None,
+    gt_masks: GtMasks = False,
+    classes: Classes = None,
+    hold_out: HoldOut = None,
+    classifier: ClassifierOptions = None,
     training: Training = None,
     common: Common = None,
 ) -> None:
@@ -52,19 +85,21 @@ def train_cls(
     refuse_out_inside_inputs(out, data, force=False)
     if gt_masks and seg_model is not None:
         raise fail("give either --seg-model or --gt-masks, not both")
-    if pretrained and weights is not None:
-        raise fail("give either --pretrained or --weights, not both")
+    weights, class_set = classifier.initial_weights(), [c.strip() for c in classes.split(",")] if classes else None
+    overrides = {"mode": mode.value, "mask_source": "gt" if gt_masks else None, **classifier.recipe_overrides()}
     with library_errors(resumable=True):
-        model, train = classifier_recipe(
-            recipe.value, mode=mode.value, mask_source="gt" if gt_masks else None, margin=margin, arch=arch,
-            image_size=image_size, label_smoothing=label_smoothing, class_weighting=class_weighting,
-            **training.recipe_overrides(common),
-        )  # fmt: skip
+        model, train = classifier_recipe(recipe.value, **overrides, **training.recipe_overrides(common))
         run = train_classifier(
-            data, out, model, train, segmenter=seg_model, weights="imagenet" if pretrained else weights,
-            classes=[c.strip() for c in classes.split(",")] if classes else None, hold_out=hold_out,
+            data,
+            out,
+            model,
+            train,
+            segmenter=seg_model,
+            weights=weights,
+            classes=class_set,
+            hold_out=hold_out,
             **training.run_options(common),
-        )  # fmt: skip
+        )
     typer.echo(f"best val macro F1 {run.fit.best_metric:.4f} at epoch {run.fit.best_epoch}; run written to {out}")
     final = run.reports.get("test") or run.reports.get("val")
     if final is not None:
@@ -75,12 +110,13 @@ def train_cls(
 def evaluate_cls(
     data: TrainData,
     model: ClsModel,
-    split: Annotated[Optional[str], _opt("Only this split (default: every image).", "NAME")] = None,
+    split: Annotated[Optional[str], opt("Only this split (default: every image).", "NAME")] = None,
     seg_model: SegOverride = None,
-    out: Annotated[Optional[Path], _opt("Write eval_<split>.json/.md and the figures here (default: nothing "
-                                        "written).", "DIR")] = None,  # fmt: skip
+    out: Annotated[
+        Optional[Path], opt("Write eval_<split>.json/.md and the figures here (default: nothing written).", "DIR")
+    ] = None,
     device: Device = None,
-    strict: Annotated[bool, _opt("Refuse to score images a model saw, instead of warning.", "", "--strict")] = False,
+    strict: Annotated[bool, opt("Refuse to score images a model saw, instead of warning.", "", "--strict")] = False,
     force: Force = False,
     common: Common = None,
 ) -> None:
@@ -109,7 +145,7 @@ def evaluate_cls(
 def classify(
     inputs: Inputs,
     model: ClsModel,
-    out: Annotated[Path, _opt("CSV file to write.", "FILE")] = Path("classify.csv"),
+    out: Annotated[Path, opt("CSV file to write.", "FILE")] = Path("classify.csv"),
     seg_model: SegOverride = None,
     batch_size: InferenceBatch = None,
     device: Device = None,

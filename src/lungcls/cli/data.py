@@ -9,13 +9,14 @@ import typer
 
 from ..defaults import WORKING_SIZE
 from .app import app, data_app, echo_table, library_errors, refuse_existing, refuse_out_inside_inputs
-from .options import EXIT_SOME_FAILED, Common, Force, Roots, Workers, _opt
+from .options import EXIT_SOME_FAILED, Common, Force, Roots, Workers, opt
 
-Part = Annotated[Optional[str], _opt("COVID-QU-Ex part to use when a root holds several.", "NAME")]
-Val = Annotated[float, _opt("Share of the images without a split that go to Val.", "FRACTION")]
-Test = Annotated[float, _opt("Share that goes to Test (also carved out of Train where the data has only "
-                             "Train and Val).", "FRACTION")]  # fmt: skip
-SplitSeed = Annotated[int, _opt("Seed of the split.", "N")]
+Part = Annotated[Optional[str], opt("COVID-QU-Ex part to use when a root holds several.", "NAME")]
+Val = Annotated[float, opt("Share of the images without a split that go to Val.", "FRACTION")]
+Test = Annotated[
+    float, opt("Share that goes to Test (also carved out of Train where the data has only Train and Val).", "FRACTION")
+]
+SplitSeed = Annotated[int, opt("Seed of the split.", "N")]
 
 
 def _open(roots: list[Path], part: str | None, say: bool = True):
@@ -39,9 +40,9 @@ def echo_counts(counts: dict[str, dict[str, int]]) -> None:
 def data_inspect(
     roots: Roots,
     part: Part = None,
-    json_out: Annotated[Optional[Path], _opt("Also write the full report as JSON.", "FILE", "--json")] = None,
+    json_out: Annotated[Optional[Path], opt("Also write the full report as JSON.", "FILE", "--json")] = None,
     workers: Workers = None,
-    strict: Annotated[bool, _opt("Exit 1 when an image or patient is in two splits.", "", "--strict")] = False,
+    strict: Annotated[bool, opt("Exit 1 when an image or patient is in two splits.", "", "--strict")] = False,
     force: Force = False,
     common: Common = None,
 ) -> None:
@@ -60,7 +61,9 @@ def data_inspect(
         typer.echo(f"\nreport written to {json_out}")
     leaks = report.duplicates_across_splits or report.patients_across_splits
     if leaks:
-        typer.secho("\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow")
+        typer.secho(
+            "\nWARNING: the same image or patient is in more than one split (data leak).", err=True, fg="yellow"
+        )
     if not report.ok or (strict and leaks):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -68,12 +71,12 @@ def data_inspect(
 @data_app.command("split")
 def data_split(
     roots: Roots,
-    out: Annotated[Path, _opt("Where to write the split manifest (CSV).", "FILE")],
+    out: Annotated[Path, opt("Where to write the split manifest (CSV).", "FILE")],
     val: Val = 0.1,
     test: Test = 0.2,
     seed: SplitSeed = 0,
     part: Part = None,
-    resplit: Annotated[bool, _opt("Ignore the splits the data already has.", "", "--resplit")] = False,
+    resplit: Annotated[bool, opt("Ignore the splits the data already has.", "", "--resplit")] = False,
     workers: Workers = None,
     force: Force = False,
     common: Common = None,
@@ -102,9 +105,9 @@ def data_split(
 @app.command("prepare")
 def prepare(
     roots: Roots,
-    out: Annotated[Path, _opt("Cache folder to write.", "DIR")],
-    size: Annotated[int, _opt("Working size in pixels (square).", "PX")] = WORKING_SIZE,
-    make_split: Annotated[bool, _opt("Split Train/Val/Test first, as `data split` does.", "", "--make-split")] = False,
+    out: Annotated[Path, opt("Cache folder to write.", "DIR")],
+    size: Annotated[int, opt("Working size in pixels (square).", "PX")] = WORKING_SIZE,
+    make_split: Annotated[bool, opt("Split Train/Val/Test first, as `data split` does.", "", "--make-split")] = False,
     val: Val = 0.1,
     test: Test = 0.2,
     seed: SplitSeed = 0,
@@ -123,16 +126,27 @@ def prepare(
         refuse_existing(out, force, folder=True)
     found = _open(roots, part)
     with library_errors():
-        done = split_and_cache(found.manifest, out, size, split="complete" if make_split else "none", val=val,
-                               test=test, seed=seed, workers=workers, progress=common.progress)  # fmt: skip
+        done = split_and_cache(
+            found.manifest,
+            out,
+            size,
+            split="complete" if make_split else "none",
+            val=val,
+            test=test,
+            seed=seed,
+            workers=workers,
+            progress=common.progress,
+        )
     result = done.prepared
     if done.split:
         typer.echo(done.split)
     if result.up_to_date:
         typer.echo(f"{out}: up to date ({result.count} images), nothing to do")
     else:
-        typer.echo(f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) "
-                   f"in {result.seconds:.1f} s")  # fmt: skip
+        typer.echo(
+            f"{out}: {result.count} images cached ({result.decoded} decoded, {result.reused} reused) "
+            f"in {result.seconds:.1f} s"
+        )
     for f in result.failed:
         typer.secho(f"  skipped {f['path']}: {f['reason']}", err=True, fg="yellow")
     echo_counts(result.counts)

@@ -60,28 +60,49 @@ class Placement(str, Enum):
     host = "host"
 
 
-def _opt(help: str, metavar: str | None = None, *names: str, **kw) -> typer.models.OptionInfo:
+def opt(help: str, metavar: str | None = None, *names: str, **kw) -> typer.models.OptionInfo:
     return typer.Option(*names, help=help, metavar=metavar, **kw)
 
 
 # -- arguments and options several commands share (names follow the config fields) -------------------------------
-Roots = Annotated[list[Path], typer.Argument(help="Dataset roots (COVID-QU-Ex at any level, folders of data sets, "
-                                             "set folders) or CSV manifests.", metavar="DATA...")]  # fmt: skip
-TrainData = Annotated[list[Path], typer.Argument(help="Dataset roots, CSV manifests (e.g. a split from `lungcls data "
-                                                 "split`), or one packed cache.", metavar="DATA...")]  # fmt: skip
-Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively; the mask folders of "
-                                             "known layouts are skipped) or globs.", metavar="INPUT...")]  # fmt: skip
-Device = Annotated[Optional[str], _opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")]
-Force = Annotated[bool, _opt("Replace existing outputs (atomically), or allow --out inside an input folder.", "",
-                             "--force")]  # fmt: skip
-Workers = Annotated[Optional[int], _opt("Decoding processes (default: all CPU cores).", "N")]
-InferenceBatch = Annotated[Optional[int], _opt("Images per forward pass (default: 64-256 on a GPU, 8 on CPU).", "N",
-                                               "--batch-size")]  # fmt: skip
-Cpu = Annotated[bool, _opt("Run on the CPU (same as --device cpu; commands that use no model run there anyway).", "",
-                           "--cpu")]  # fmt: skip
-Quiet = Annotated[bool, _opt("No progress bars and no per-epoch lines; errors and the summary only.", "",
-                             "--quiet", "-q", "--no-progress")]  # fmt: skip
-Verbose = Annotated[bool, _opt("Log more (debug messages).", "", "--verbose", "-v")]
+Roots = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Dataset roots (COVID-QU-Ex at any level, folders of data sets, set folders) or CSV manifests.",
+        metavar="DATA...",
+    ),
+]
+TrainData = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Dataset roots, CSV manifests (e.g. a split from `lungcls data split`), or one packed cache.",
+        metavar="DATA...",
+    ),
+]
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders (searched recursively; the mask folders of known layouts are skipped) or globs.",
+        metavar="INPUT...",
+    ),
+]
+RunFolder = Annotated[Path, opt("Run folder to write.", "DIR")]
+Device = Annotated[Optional[str], opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")]
+Force = Annotated[
+    bool, opt("Replace existing outputs (atomically), or allow --out inside an input folder.", "", "--force")
+]
+Workers = Annotated[Optional[int], opt("Decoding processes (default: all CPU cores).", "N")]
+InferenceBatch = Annotated[
+    Optional[int], opt("Images per forward pass (default: 64-256 on a GPU, 8 on CPU).", "N", "--batch-size")
+]
+Cpu = Annotated[
+    bool, opt("Run on the CPU (same as --device cpu; commands that use no model run there anyway).", "", "--cpu")
+]
+Quiet = Annotated[
+    bool,
+    opt("No progress bars and no per-epoch lines; errors and the summary only.", "", "--quiet", "-q", "--no-progress"),
+]
+Verbose = Annotated[bool, opt("Log more (debug messages).", "", "--verbose", "-v")]
 
 
 class _StderrHandler(logging.Handler):
@@ -155,54 +176,145 @@ class Training:
     """The training options of ``train-seg``, ``train-cls`` and ``train`` (fields of :class:`lungcls.config.TrainConfig`
     and of the run folder); ``None`` falls through to the recipe."""
 
-    epochs: Annotated[Optional[int], _opt("Passes over the training split (default: the recipe's).", "N")] = None
-    batch_size: Annotated[Optional[int], _opt("Images per training step, over all processes (default: the "
-                                              "recipe's).", "N")] = None  # fmt: skip
-    lr: Annotated[Optional[float], _opt("Peak AdamW learning rate (default: the recipe's).", "LR")] = None
-    patience: Annotated[Optional[int], _opt("Stop after this many epochs without a better validation metric "
-                                            "(0 = never).", "N")] = None  # fmt: skip
-    seed: Annotated[Optional[int], _opt("Seeds weights, split, shuffling and augmentation (default 0).", "N")] = None
-    ema_epochs: Annotated[Optional[float], _opt("Validate and save a moving average of the weights, time constant "
-                                                "in epochs (0 = off).", "EPOCHS")] = None  # fmt: skip
-    device: Annotated[Optional[str], _opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")] = None
-    compile: Annotated[bool, _opt("torch.compile the model (faster on a GPU after a warm-up).", "", "--compile")] = False
-    deterministic: Annotated[bool, _opt("Deterministic kernels where torch has them (slower on CUDA; see the README).",
-                                        "", "--deterministic")] = False  # fmt: skip
-    placement: Annotated[Optional[Placement], _opt("On CUDA, keep the cache on the device, in pinned host memory, "
-                                                   "or choose automatically.", "[auto|device|host]")] = None  # fmt: skip
-    cache: Annotated[Optional[Path], _opt("Where to cache the data (default OUT/cache).", "DIR", "--cache")] = None
-    resume: Annotated[bool, _opt("Continue the interrupted run in OUT with its saved settings (also after Ctrl-C "
-                                 "in the first epoch).", "", "--resume")] = False  # fmt: skip
-    overwrite: Annotated[bool, _opt("Replace the run in OUT (its files only; other files stay).", "", "--overwrite")] = False
-    strict: Annotated[bool, _opt("Refuse data leaks (a patient or picture in two splits, test images a model saw) "
-                                 "instead of warning.", "", "--strict")] = False  # fmt: skip
-    tensorboard: Annotated[bool, _opt("Also log to OUT/tensorboard (scalars per epoch, sample images with masks); "
-                                      "needs: pip install 'lungcls[tensorboard]'.", "", "--tensorboard")] = False  # fmt: skip
+    epochs: Annotated[Optional[int], opt("Passes over the training split (default: the recipe's).", "N")] = None
+    batch_size: Annotated[
+        Optional[int], opt("Images per training step, over all processes (default: the recipe's).", "N")
+    ] = None
+    lr: Annotated[Optional[float], opt("Peak AdamW learning rate (default: the recipe's).", "LR")] = None
+    patience: Annotated[
+        Optional[int], opt("Stop after this many epochs without a better validation metric (0 = never).", "N")
+    ] = None
+    seed: Annotated[Optional[int], opt("Seeds weights, split, shuffling and augmentation (default 0).", "N")] = None
+    ema_epochs: Annotated[
+        Optional[float],
+        opt("Validate and save a moving average of the weights, time constant in epochs (0 = off).", "EPOCHS"),
+    ] = None
+    device: Annotated[Optional[str], opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")] = None
+    compile: Annotated[bool, opt("torch.compile the model (faster on a GPU after a warm-up).", "", "--compile")] = False
+    deterministic: Annotated[
+        bool, opt("Deterministic kernels where torch has them (slower on CUDA; see the README).", "", "--deterministic")
+    ] = False
+    placement: Annotated[
+        Optional[Placement],
+        opt(
+            "On CUDA, keep the cache on the device, in pinned host memory, or choose automatically.",
+            "[auto|device|host]",
+        ),
+    ] = None
+    cache: Annotated[Optional[Path], opt("Where to cache the data (default OUT/cache).", "DIR", "--cache")] = None
+    resume: Annotated[
+        bool,
+        opt(
+            "Continue the interrupted run in OUT with its saved settings (also after Ctrl-C in the first epoch).",
+            "",
+            "--resume",
+        ),
+    ] = False
+    overwrite: Annotated[bool, opt("Replace the run in OUT (its files only; other files stay).", "", "--overwrite")] = (
+        False
+    )
+    strict: Annotated[
+        bool,
+        opt(
+            "Refuse data leaks (a patient or picture in two splits, test images a model saw) instead of warning.",
+            "",
+            "--strict",
+        ),
+    ] = False
+    tensorboard: Annotated[
+        bool,
+        opt(
+            "Also log to OUT/tensorboard (scalars per epoch, sample images with masks); "
+            "needs: pip install 'lungcls[tensorboard]'.",
+            "",
+            "--tensorboard",
+        ),
+    ] = False
 
     def recipe_overrides(self, common: Common) -> dict[str, Any]:
         """The :class:`~lungcls.config.TrainConfig` fields given (None: the recipe's)."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "patience": self.patience,
-                "seed": self.seed, "ema_epochs": self.ema_epochs, "device": common.device(self.device),
-                "compile": self.compile or None, "deterministic": self.deterministic or None,
-                "placement": self.placement.value if self.placement else None}  # fmt: skip
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "patience": self.patience,
+            "seed": self.seed,
+            "ema_epochs": self.ema_epochs,
+            "device": common.device(self.device),
+            "compile": self.compile or None,
+            "deterministic": self.deterministic or None,
+            "placement": self.placement.value if self.placement else None,
+        }
 
     def run_options(self, common: Common) -> dict[str, Any]:
         """The run-folder arguments of :func:`lungcls.stage.run_stage`."""
-        return {"cache_dir": self.cache, "resume": self.resume, "overwrite": self.overwrite, "strict": self.strict,
-                "tensorboard": self.tensorboard, "progress": common.progress}  # fmt: skip
+        return {
+            "cache_dir": self.cache,
+            "resume": self.resume,
+            "overwrite": self.overwrite,
+            "strict": self.strict,
+            "tensorboard": self.tensorboard,
+            "progress": common.progress,
+        }
+
+
+@dataclass
+class ClassifierOptions:
+    """What ``train-cls`` may change about the classifier itself (fields of :class:`lungcls.config.ClassifierConfig`
+    and its initial weights); ``None`` falls through to the recipe."""
+
+    arch: Annotated[
+        Optional[str],
+        opt("A registered classifier (lungcls.models.CLASSIFIERS): resnet50, or resnet18 for quick runs.", "NAME"),
+    ] = None
+    image_size: Annotated[Optional[int], opt("Classifier input size in pixels.", "PX")] = None
+    margin: Annotated[Optional[float], opt("Crop margin, a fraction of the lung box on each side.", "FRACTION")] = None
+    label_smoothing: Annotated[Optional[float], opt("Cross-entropy label smoothing.", "EPS")] = None
+    class_weighting: Annotated[
+        Optional[bool],
+        opt("Inverse-frequency class weights in the loss.", "", "--class-weighting/--no-class-weighting"),
+    ] = None
+    pretrained: Annotated[
+        bool, opt("Start from ImageNet weights in torchvision's local cache (never downloaded).", "", "--pretrained")
+    ] = False
+    weights: Annotated[Optional[Path], opt("Start from this ImageNet weights file.", "FILE")] = None
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The recipe fields given (None: the recipe's)."""
+        return {
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "margin": self.margin,
+            "label_smoothing": self.label_smoothing,
+            "class_weighting": self.class_weighting,
+        }
+
+    def initial_weights(self) -> str | Path | None:
+        """``"imagenet"``, a file or None.
+
+        Raises:
+            typer.Exit: both ``--pretrained`` and ``--weights``.
+        """
+        if self.pretrained and self.weights is not None:
+            raise fail("give either --pretrained or --weights, not both")
+        return "imagenet" if self.pretrained else self.weights
 
 
 def with_options(fn: Callable) -> Callable:
     """Add the options of every group ``fn`` takes (a parameter annotated :class:`Common` or :class:`Training`; Common
-    is added to every command even when ``fn`` does not take it) to its signature, and build the group objects
+    is added to every command even when ``fn`` does not take it; :class:`ClassifierOptions` too) to its signature,
+    and build the group objects
     from them when it is called. ``-q`` and ``-v`` take effect before ``fn`` runs."""
     signature = inspect.signature(fn, eval_str=True)
     groups = {name: p.annotation for name, p in signature.parameters.items() if p.annotation in GROUPS}
     wants_common = "common" in groups
     groups.setdefault("common", Common)
     own = [p for name, p in signature.parameters.items() if name not in groups]
-    added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-             for cls in groups.values() for f in _fields(cls)]  # fmt: skip
+    added = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for cls in groups.values()
+        for f in _fields(cls)
+    ]
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
@@ -220,7 +332,7 @@ def with_options(fn: Callable) -> Callable:
     return command
 
 
-GROUPS = (Common, Training)
+GROUPS = (Common, Training, ClassifierOptions)
 
 
 def _fields(cls: type) -> list:

@@ -9,19 +9,31 @@ import typer
 
 from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
 from .cls import ClsModel, SegOverride
-from .options import Common, Device, Force, InferenceBatch, Inputs, Mode, Recipe, TrainData, Training, _opt, fail
+from .options import Common, Device, Force, InferenceBatch, Inputs, Mode, Recipe, TrainData, Training, fail, opt
 
 
 @app.command("predict")
 def predict(
     inputs: Inputs,
     model: ClsModel,
-    out: Annotated[Path, _opt("Output folder (predictions.csv, explain/).", "DIR")],
-    explain: Annotated[bool, _opt("Class-activation pictures at each image's own size, and the in-lung share of the "
-                                  "saliency.", "", "--explain")] = False,  # fmt: skip
-    cam_method: Annotated[str, _opt("gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, eigengradcam, "
-                                    "gradcam-elementwise, scorecam, ablationcam.", "NAME")] = "gradcam",  # fmt: skip
-    cam_target: Annotated[Optional[str], _opt("Explain this class instead of the predicted one.", "CLASS")] = None,
+    out: Annotated[Path, opt("Output folder (predictions.csv, explain/).", "DIR")],
+    explain: Annotated[
+        bool,
+        opt(
+            "Class-activation pictures at each image's own size, and the in-lung share of the saliency.",
+            "",
+            "--explain",
+        ),
+    ] = False,
+    cam_method: Annotated[
+        str,
+        opt(
+            "gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, eigengradcam, "
+            "gradcam-elementwise, scorecam, ablationcam.",
+            "NAME",
+        ),
+    ] = "gradcam",
+    cam_target: Annotated[Optional[str], opt("Explain this class instead of the predicted one.", "CLASS")] = None,
     seg_model: SegOverride = None,
     batch_size: InferenceBatch = None,
     device: Device = None,
@@ -39,23 +51,41 @@ def predict(
     found = expand(inputs, out, force)
     with library_errors():
         pipe = Pipeline.load(model, common.device(device), batch_size, segmenter=seg_model)
-        rows = predict_to_folder(found.paths, pipe, out, force=force, explain=explain, cam_method=cam_method,
-                                 cam_target=cam_target, progress=common.progress)  # fmt: skip
+        rows = predict_to_folder(
+            found.paths,
+            pipe,
+            out,
+            force=force,
+            explain=explain,
+            cam_method=cam_method,
+            cam_target=cam_target,
+            progress=common.progress,
+        )
     report_rows(rows, found, out / "predictions.csv", "classified", pipe.class_names)
+
+
+BothRecipes = Annotated[
+    Recipe,
+    opt(
+        "Recipe of both stages: auto (default on a GPU, cpu without one), default (GPU), cpu (minutes on a laptop) "
+        "or demo.",
+        "[auto|default|cpu|demo]",
+    ),
+]
 
 
 @app.command("train")
 def train(
     data: TrainData,
-    out: Annotated[Path, _opt("Folder for the cache, both runs and the bundle.", "DIR")],
-    mode: Annotated[Mode, _opt("Classifier input.", "[raw|masked|cropped|masked-cropped]")] = Mode.masked,
-    recipe: Annotated[Recipe, _opt("Recipe of both stages: auto (default on a GPU, cpu without one), default (GPU), "
-                                   "cpu (minutes on a laptop) or demo.", "[auto|default|cpu|demo]")] = Recipe.auto,  # fmt: skip
-    arch: Annotated[Optional[str], _opt("Classifier: a registered architecture (resnet50, resnet18).", "NAME")] = None,
-    image_size: Annotated[Optional[int], _opt("Classifier input size in pixels.", "PX")] = None,
-    seg_image_size: Annotated[Optional[int], _opt("U-Net input size in pixels.", "PX")] = None,
-    seg_epochs: Annotated[Optional[int], _opt("U-Net epochs (default: the recipe's; --epochs is the classifier's).",
-                                              "N")] = None,  # fmt: skip
+    out: Annotated[Path, opt("Folder for the cache, both runs and the bundle.", "DIR")],
+    mode: Annotated[Mode, opt("Classifier input.", "[raw|masked|cropped|masked-cropped]")] = Mode.masked,
+    recipe: BothRecipes = Recipe.auto,
+    arch: Annotated[Optional[str], opt("Classifier: a registered architecture (resnet50, resnet18).", "NAME")] = None,
+    image_size: Annotated[Optional[int], opt("Classifier input size in pixels.", "PX")] = None,
+    seg_image_size: Annotated[Optional[int], opt("U-Net input size in pixels.", "PX")] = None,
+    seg_epochs: Annotated[
+        Optional[int], opt("U-Net epochs (default: the recipe's; --epochs is the classifier's).", "N")
+    ] = None,
     training: Training = None,
     common: Common = None,
 ) -> None:
@@ -70,23 +100,22 @@ def train(
         name = resolve_recipe(recipe.value, overrides["device"])
         seg, seg_train = segmenter_recipe(name, image_size=seg_image_size, **(overrides | {"epochs": seg_epochs}))
         clf, cls_train = classifier_recipe(name, mode=mode.value, arch=arch, image_size=image_size, **overrides)
-        typer.secho(f"== stage 1: lung U-Net ({seg.encoder_name}, {seg.image_size} px, {seg_train.epochs} epochs)", bold=True)
-        typer.secho(f"== then stage 2: {clf.arch} on {mode.value} inputs ({clf.image_size} px, {cls_train.epochs} "
-                    "epochs)", bold=True)  # fmt: skip
-        run = training.run_options(common)
-        pipe = Pipeline.train(data, out, mode.value, seg, seg_train, clf, cls_train, progress=run["progress"],
-                              overwrite=run["overwrite"], strict=run["strict"], resume=run["resume"],
-                              tensorboard=run["tensorboard"], cache_dir=run["cache_dir"])  # fmt: skip
+        stage_1 = f"lung U-Net ({seg.encoder_name}, {seg.image_size} px, {seg_train.epochs} epochs)"
+        stage_2 = f"{clf.arch} on {mode.value} inputs ({clf.image_size} px, {cls_train.epochs} epochs)"
+        typer.secho(f"== stage 1: {stage_1}\n== then stage 2: {stage_2}", bold=True)
+        pipe = Pipeline.train(data, out, mode.value, seg, seg_train, clf, cls_train, **training.run_options(common))
     for name, report in pipe.reports.items():
         typer.secho(f"\n== {name.replace('_', ' ')}", bold=True)
         typer.echo(report.markdown())
-    typer.echo(f"bundle written to {out / 'bundle'} ({pipe.mode} classifier); model card: {out / 'bundle' / 'MODEL_CARD.md'}")
+    typer.echo(
+        f"bundle written to {out / 'bundle'} ({pipe.mode} classifier); model card: {out / 'bundle' / 'MODEL_CARD.md'}"
+    )
 
 
 @app.command("bundle")
 def bundle(
     model: Annotated[Path, typer.Argument(help="A train-cls run folder (or a bundle, to re-bundle).", metavar="RUN")],
-    out: Annotated[Path, _opt("Bundle folder to write.", "DIR")],
+    out: Annotated[Path, opt("Bundle folder to write.", "DIR")],
     seg_model: SegOverride = None,
     force: Force = False,
     common: Common = None,
@@ -103,8 +132,8 @@ def bundle(
 @app.command("export")
 def export(
     model: Annotated[Path, typer.Argument(help="A bundle or a train-cls run folder.", metavar="BUNDLE")],
-    out: Annotated[Path, _opt("Folder for the exported models.", "DIR")],
-    format: Annotated[str, _opt("Export format (onnx).", "onnx", "--format")] = "onnx",
+    out: Annotated[Path, opt("Folder for the exported models.", "DIR")],
+    format: Annotated[str, opt("Export format (onnx).", "onnx", "--format")] = "onnx",
     force: Force = False,
     common: Common = None,
 ) -> None:
@@ -123,12 +152,13 @@ def export(
 
 @app.command("demo")
 def demo(
-    data: Annotated[Optional[list[Path]], _opt("Run on this dataset (repeatable) instead of synthetic phantoms.",
-                                               "DATA", "--data")] = None,  # fmt: skip
-    out: Annotated[Path, _opt("Folder for the models, figures and report.", "DIR")] = Path("lungcls-demo"),
-    seed: Annotated[Optional[int], _opt("Seeds the phantoms, the split and the training (default 0).", "N")] = None,
+    data: Annotated[
+        Optional[list[Path]], opt("Run on this dataset (repeatable) instead of synthetic phantoms.", "DATA", "--data")
+    ] = None,
+    out: Annotated[Path, opt("Folder for the models, figures and report.", "DIR")] = Path("lungcls-demo"),
+    seed: Annotated[Optional[int], opt("Seeds the phantoms, the split and the training (default 0).", "N")] = None,
     device: Device = None,
-    overwrite: Annotated[bool, _opt("Replace an earlier demo in OUT.", "", "--overwrite")] = False,
+    overwrite: Annotated[bool, opt("Replace an earlier demo in OUT.", "", "--overwrite")] = False,
     common: Common = None,
 ) -> None:
     """Train small versions of both stages, compare raw vs masked, and write figures, report.md and report.html
@@ -139,8 +169,14 @@ def demo(
         refuse_out_inside_inputs(out, data, force=False)
     typer.echo("lungcls demo: " + ("SYNTHETIC phantoms (not patients)" if not data else ", ".join(map(str, data))))
     with library_errors():
-        result = run_demo(data or None, out, device=common.device(device), seed=seed or 0, progress=common.progress,
-                          overwrite=overwrite)  # fmt: skip
+        result = run_demo(
+            data or None,
+            out,
+            device=common.device(device),
+            seed=seed or 0,
+            progress=common.progress,
+            overwrite=overwrite,
+        )
     if result.segmentation is not None:
         d = result.segmentation.summary["dice"]
         typer.echo(f"\nstage 1 Test Dice {d['mean']:.3f} (median {d['median']:.3f}, n={d['n']})")
@@ -152,9 +188,10 @@ def demo(
 
 @app.command("report")
 def report(
-    folder: Annotated[Path, typer.Argument(help="A run folder, a bundle, the demo's or the study's output folder.",
-                                           metavar="FOLDER")],  # fmt: skip
-    out: Annotated[Optional[Path], _opt("HTML file to write (default FOLDER/report.html).", "FILE")] = None,
+    folder: Annotated[
+        Path, typer.Argument(help="A run folder, a bundle, the demo's or the study's output folder.", metavar="FOLDER")
+    ],
+    out: Annotated[Optional[Path], opt("HTML file to write (default FOLDER/report.html).", "FILE")] = None,
     force: Force = False,
     common: Common = None,
 ) -> None:
@@ -171,7 +208,7 @@ def report(
 @app.command("plot")
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (their history.json).", metavar="RUN...")],
-    out: Annotated[Path, _opt("PNG file to write.", "FILE")] = Path("curves.png"),
+    out: Annotated[Path, opt("PNG file to write.", "FILE")] = Path("curves.png"),
     force: Force = False,
     common: Common = None,
 ) -> None:

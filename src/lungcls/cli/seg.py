@@ -8,24 +8,38 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
-from .options import Common, Device, Force, InferenceBatch, Inputs, SegRecipe, TrainData, Training, _opt, fail
+from .options import Common, Device, Force, InferenceBatch, Inputs, SegRecipe, TrainData, Training, fail, opt
 
-SegModel = Annotated[Optional[str], _opt("A built-in model's name (see `lungcls models`), a train-seg run folder or a "
-                                         "bundle (default: the built-in model).", "NAME|DIR")]  # fmt: skip
+SegModel = Annotated[
+    Optional[str],
+    opt(
+        "A built-in model's name (see `lungcls models`), a train-seg run folder or a "
+        "bundle (default: the built-in model).",
+        "NAME|DIR",
+    ),
+]
 
 
 @app.command("train-seg")
 def train_seg(
     data: TrainData,
-    out: Annotated[Path, _opt("Run folder to write.", "DIR")],
-    recipe: Annotated[SegRecipe, _opt("Starting recipe (auto: default on a GPU, cpu without one); the options "
-                                      "below change single settings.", "[auto|default|cpu|builtin|demo]")] = SegRecipe.auto,  # fmt: skip
-    encoder: Annotated[Optional[str], _opt("smp encoder name (resnet34, resnet18, mobilenet_v2 ...).", "NAME")] = None,
-    encoder_weights: Annotated[Optional[str], _opt("Start the encoder from 'imagenet' (smp's local cache) or a "
-                                                   "weights file.", "imagenet|FILE")] = None,  # fmt: skip
-    encoder_depth: Annotated[Optional[int], _opt("Encoder stages, 3 to 5.", "N")] = None,
-    decoder_channels: Annotated[Optional[str], _opt("Decoder widths, one per encoder stage, e.g. 64,32,16,8.", "LIST")] = None,
-    image_size: Annotated[Optional[int], _opt("The U-Net's input size in pixels.", "PX")] = None,
+    out: Annotated[Path, opt("Run folder to write.", "DIR")],
+    recipe: Annotated[
+        SegRecipe,
+        opt(
+            "Starting recipe (auto: default on a GPU, cpu without one); the options below change single settings.",
+            "[auto|default|cpu|builtin|demo]",
+        ),
+    ] = SegRecipe.auto,
+    encoder: Annotated[Optional[str], opt("smp encoder name (resnet34, resnet18, mobilenet_v2 ...).", "NAME")] = None,
+    encoder_weights: Annotated[
+        Optional[str], opt("Start the encoder from 'imagenet' (smp's local cache) or a weights file.", "imagenet|FILE")
+    ] = None,
+    encoder_depth: Annotated[Optional[int], opt("Encoder stages, 3 to 5.", "N")] = None,
+    decoder_channels: Annotated[
+        Optional[str], opt("Decoder widths, one per encoder stage, e.g. 64,32,16,8.", "LIST")
+    ] = None,
+    image_size: Annotated[Optional[int], opt("The U-Net's input size in pixels.", "PX")] = None,
     training: Training = None,
     common: Common = None,
 ) -> None:
@@ -36,9 +50,14 @@ def train_seg(
     refuse_out_inside_inputs(out, data, force=False)
     channels = [int(c) for c in decoder_channels.split(",")] if decoder_channels else None
     with library_errors(resumable=True):
-        model, train = segmenter_recipe(recipe.value, encoder_name=encoder, encoder_depth=encoder_depth,
-                                        decoder_channels=channels, image_size=image_size,
-                                        **training.recipe_overrides(common))  # fmt: skip
+        model, train = segmenter_recipe(
+            recipe.value,
+            encoder_name=encoder,
+            encoder_depth=encoder_depth,
+            decoder_channels=channels,
+            image_size=image_size,
+            **training.recipe_overrides(common),
+        )
         run = train_segmenter(data, out, model, train, encoder_weights=encoder_weights, **training.run_options(common))
     typer.echo(f"best val Dice {run.fit.best_metric:.4f} at epoch {run.fit.best_epoch}; run written to {out}")
     for name, report in run.reports.items():
@@ -49,8 +68,8 @@ def train_seg(
 def evaluate_seg(
     data: TrainData,
     model: SegModel = None,
-    split: Annotated[Optional[str], _opt("Only this split (default: every image with a mask).", "NAME")] = None,
-    out: Annotated[Optional[Path], _opt("Write eval_seg_<split>.json/.md and outlines_<split>.png here.", "DIR")] = None,
+    split: Annotated[Optional[str], opt("Only this split (default: every image with a mask).", "NAME")] = None,
+    out: Annotated[Optional[Path], opt("Write eval_seg_<split>.json/.md and outlines_<split>.png here.", "DIR")] = None,
     device: Device = None,
     force: Force = False,
     common: Common = None,
@@ -70,8 +89,9 @@ def evaluate_seg(
         segmenter = Segmenter.load(model, device=common.device(device))
         announce(model_warnings(segmenter))
         cache = open_eval_data(data, WORKING_SIZE, Path(tmp) / "cache", progress=common.progress)
-        report = evaluate_segmenter(segmenter, cache, cache.indices(split, with_mask=True), (split or "all").lower(),
-                                    progress=common.progress)  # fmt: skip
+        report = evaluate_segmenter(
+            segmenter, cache, cache.indices(split, with_mask=True), (split or "all").lower(), progress=common.progress
+        )
         if report.summary["dice"]["n"] == 0:
             raise fail("no image with a lung mask to evaluate on" + (f" in split {split!r}" if split else ""))
     typer.echo(report.markdown())
@@ -83,13 +103,14 @@ def evaluate_seg(
 @app.command("segment")
 def segment(
     inputs: Inputs,
-    out: Annotated[Path, _opt("Output folder (masks/, overlays/, crops/, segment.csv).", "DIR")],
+    out: Annotated[Path, opt("Output folder (masks/, overlays/, crops/, segment.csv).", "DIR")],
     model: SegModel = None,
     batch_size: InferenceBatch = None,
     device: Device = None,
     force: Force = False,
-    masks_only: Annotated[bool, _opt("Write the masks and segment.csv only (no overlays, no crops).", "",
-                                     "--masks-only")] = False,  # fmt: skip
+    masks_only: Annotated[
+        bool, opt("Write the masks and segment.csv only (no overlays, no crops).", "", "--masks-only")
+    ] = False,
     common: Common = None,
 ) -> None:
     """Segment the lungs: a mask, an outline overlay and a lung crop per image, and a CSV.
@@ -111,7 +132,7 @@ def segment(
 
 @app.command("models")
 def models(
-    card: Annotated[Optional[str], _opt("Print this built-in model's whole model card.", "NAME")] = None,
+    card: Annotated[Optional[str], opt("Print this built-in model's whole model card.", "NAME")] = None,
 ) -> None:
     """List the built-in models shipped with lungcls, with their model card's summary."""
     from .. import builtin

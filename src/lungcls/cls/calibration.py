@@ -12,11 +12,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_calibration_error
+
+from ..defaults import TEMPERATURE_BOUNDS
 
 N_BINS = 15
-#: the temperatures :func:`fit_temperature` searches; a fit at the upper end means the logits carry little
-TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def calibrated(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -59,10 +58,15 @@ def fit_temperature(
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:
-    """Top-label ECE (torchmetrics, equal-width bins, L1): the confidence-weighted gap between confidence and accuracy."""
+    """Top-label ECE (torchmetrics, equal-width bins, L1): the confidence-weighted gap between confidence and
+    accuracy."""
+    from torchmetrics.functional.classification import multiclass_calibration_error  # a slow import: only here
+
     if len(labels) == 0:
         return math.nan
-    return float(multiclass_calibration_error(probs.float(), labels, num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
+    return float(
+        multiclass_calibration_error(probs.float(), labels, num_classes=probs.shape[1], n_bins=n_bins, norm="l1")
+    )
 
 
 def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> dict:

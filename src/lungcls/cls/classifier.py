@@ -31,10 +31,16 @@ class Classifier:
     kind = "classifier"
 
     def __init__(
-        self, model: torch.nn.Module, cfg: ClassifierConfig, device: str | torch.device = "auto",
-        amp: bool = True, batch_size: int | None = None, compile: bool = False, info: dict | None = None,
+        self,
+        model: torch.nn.Module,
+        cfg: ClassifierConfig,
+        device: str | torch.device = "auto",
+        amp: bool = True,
+        batch_size: int | None = None,
+        compile: bool = False,
+        info: dict | None = None,
         images: dict[str, list[str]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.amp = cfg, amp
         self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=256)
@@ -70,7 +76,8 @@ class Classifier:
         return {"kind": self.kind, "model": to_dict(self.cfg), **info}
 
     def save(self, folder: str | Path, segmenter: dict | None = None) -> str:
-        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256.
+        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights'
+        SHA-256.
 
         Args:
             segmenter: what to record as its stage-1 model (default: what it was loaded or trained with).
@@ -78,7 +85,8 @@ class Classifier:
         return write_model(folder, self.to_config(segmenter), self.model.state_dict(), self.images)
 
     def segmenter_spec(self) -> str | Path | None:
-        """The stage-1 model it was trained with, for :meth:`Segmenter.load` (see :func:`lungcls.store.linked_segmenter`):
+        """The stage-1 model it was trained with, for :meth:`Segmenter.load`
+        (see :func:`lungcls.store.linked_segmenter`):
         a built-in name or a folder; None for raw or dataset masks.
 
         Raises:

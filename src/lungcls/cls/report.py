@@ -21,6 +21,8 @@ from torchmetrics.functional.classification import (
     multiclass_specificity,
 )
 
+from ..atomic import write_json, write_text
+from ..plots import confusion_figure, reliability_figure, save_figure
 from ..stats import bootstrap_indices
 
 
@@ -102,16 +104,21 @@ def classification_report(
     support = torch.bincount(labels, minlength=k)
     confusion = multiclass_confusion_matrix(preds, labels, **args)
     report = ClassificationReport(
-        name=name, mode=mode, n=n, class_names=list(class_names),
-        per_class={c: {m: float(v[i]) for m, v in per.items()} | {"support": int(support[i])}
-                   for i, c in enumerate(class_names)},
+        name=name,
+        mode=mode,
+        n=n,
+        class_names=list(class_names),
+        per_class={
+            c: {m: float(v[i]) for m, v in per.items()} | {"support": int(support[i])}
+            for i, c in enumerate(class_names)
+        },
         accuracy=multiclass_accuracy(preds, labels, average="micro", **args).item() if n else math.nan,
         macro_avg={m: _avg(preds, labels, m, "macro", k) for m in ("precision", "recall", "f1")},
         weighted_avg={m: _avg(preds, labels, m, "weighted", k) for m in ("precision", "recall", "f1")},
         confusion=confusion.tolist(),
         confusion_normalized=(confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)).tolist(),
         ci95=bootstrap_ci(preds, labels, k, n_boot, seed, groups),
-    )  # fmt: skip
+    )
     if sources is not None:
         for src in sorted(set(sources)):
             idx = torch.tensor([i for i, s in enumerate(sources) if s == src])
@@ -120,9 +127,13 @@ def classification_report(
 
 
 def bootstrap_ci(
-    preds: torch.Tensor, labels: torch.Tensor, k: int, n_boot: int = 1000, seed: int = 0,
+    preds: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    n_boot: int = 1000,
+    seed: int = 0,
     groups: Sequence[str] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """95% percentile-bootstrap intervals of accuracy and macro F1, resampling patients where ``groups``
     gives ids (see :func:`lungcls.stats.bootstrap_indices`), else images."""
     acc, f1, per = [], [], []
@@ -169,24 +180,29 @@ def format_markdown(report: ClassificationReport, title: str = "") -> str:
         lines += [f"| {s or '(unnamed)'} | {v['n']} | {v['accuracy']:.3f} |" for s, v in r.by_source.items()]
     if r.calibration:
         c = r.calibration
-        lines += ["", f"Calibration: temperature {c['temperature']:.3f} (fitted on Val); expected calibration error "
-                      f"{_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after."]  # fmt: skip
+        lines += [
+            "",
+            f"Calibration: temperature {c['temperature']:.3f} (fitted on Val); expected calibration error "
+            f"{_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after.",
+        ]
     if r.empty_masks:
         lines += ["", f"{r.empty_masks} image(s) had an empty lung mask and were classified raw."]
     return "\n".join(lines) + "\n"
 
 
-def write_classification_report(report: ClassificationReport, folder: str | Path, name: str | None = None) -> list[Path]:
+def write_classification_report(
+    report: ClassificationReport, folder: str | Path, name: str | None = None
+) -> list[Path]:
     """The one writer: ``eval_<name>.json``, ``eval_<name>.md``, ``confusion_<name>.png`` and, with
     calibration, ``reliability_<name>.png`` into ``folder``. Returns the paths written."""
-    from ..atomic import write_json, write_text
-    from ..plots import confusion_figure, reliability_figure, save_figure
 
     folder, name = Path(folder), name or report.name
     paths = [folder / f"eval_{name}.json", folder / f"eval_{name}.md", folder / f"confusion_{name}.png"]
     write_json(paths[0], report.to_dict())
     write_text(paths[1], report.markdown())
-    save_figure(confusion_figure(report, f"{name}, {report.mode}: accuracy {report.accuracy:.3f} (n = {report.n})"), paths[2])
+    save_figure(
+        confusion_figure(report, f"{name}, {report.mode}: accuracy {report.accuracy:.3f} (n = {report.n})"), paths[2]
+    )
     if report.calibration:
         paths.append(folder / f"reliability_{name}.png")
         save_figure(reliability_figure(report.calibration, f"{name}, {report.mode}"), paths[-1])

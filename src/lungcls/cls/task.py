@@ -77,8 +77,9 @@ class ClassificationTask:
             x, lungs = self.augment(x, lungs, generator)
             if self.masked:  # photometric augmentation moved the background: outside the lungs is 0 again
                 x = x * (lungs | empty[:, None, None, None]).to(x.dtype)
-        return weighted_cross_entropy(self.logits(self.normalize(x)), batch.labels, self.class_weights,
-                                      self.label_smoothing)  # fmt: skip
+        return weighted_cross_entropy(
+            self.logits(self.normalize(x)), batch.labels, self.class_weights, self.label_smoothing
+        )
 
     def predict(self, loader: Any) -> dict[str, torch.Tensor]:
         """Logits, labels, cache rows and empty-mask flags over ``loader`` (CPU tensors)."""

@@ -52,10 +52,15 @@ class ClassifierStage(Stage):
     kind = "classifier"
 
     def __init__(
-        self, model: ClassifierConfig | None = None, train: TrainConfig | None = None, *,
-        segmenter: SegmenterLike | None = None, weights: str | Path | None = None,
-        classes: Sequence[str] | None = None, hold_out: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model: ClassifierConfig | None = None,
+        train: TrainConfig | None = None,
+        *,
+        segmenter: SegmenterLike | None = None,
+        weights: str | Path | None = None,
+        classes: Sequence[str] | None = None,
+        hold_out: str | None = None,
+    ) -> None:
         self.model, self.train, self.segmenter, self.weights = model, train, segmenter, weights
         self.classes, self.hold_out = list(classes) if classes else None, hold_out
         self.seg: Segmenter | None = None
@@ -72,8 +77,9 @@ class ClassifierStage(Stage):
             recipe_model, recipe_train = classifier_recipe()
             self.model, self.train = self.model or recipe_model, self.train or recipe_train
         if self.weights is not None and saved is None:
-            self.model = dataclasses.replace(self.model, pretrained=self.weights == "imagenet",
-                                             init_weights=describe_weights(self.weights))  # fmt: skip
+            self.model = dataclasses.replace(
+                self.model, pretrained=self.weights == "imagenet", init_weights=describe_weights(self.weights)
+            )
 
     def prepare(self, device: torch.device) -> DataRequest:
         self.seg = _segmenter_for(self.model, self.segmenter, device)  # a raw classifier may keep one (for its bundle)
@@ -81,7 +87,9 @@ class ClassifierStage(Stage):
         if masked:
             self.model = dataclasses.replace(self.model, mask_source="predicted")
         elif self.model.mode != "raw" and self.model.mask_source != "gt":
-            raise DataError(f"mode {self.model.mode!r} needs lung masks: a segmenter, or the dataset's masks (--gt-masks)")
+            raise DataError(
+                f"mode {self.model.mode!r} needs lung masks: a segmenter, or the dataset's masks (--gt-masks)"
+            )
         pinned = frozenset(self.seg.seen_images) if masked else frozenset()
         return DataRequest(self.model.working_size, pinned, self.hold_out)
 
@@ -96,7 +104,9 @@ class ClassifierStage(Stage):
         if self.model.mask_source == "gt":  # masked-gt: only images that have a mask, never a raw fallback
             rows = _with_masks_only(cache, rows)
         names = self.classes or _class_set(cache, rows, self.hold_out)
-        self.model = dataclasses.replace(self.model, working_size=cache.size[0], class_names=names, num_classes=len(names))
+        self.model = dataclasses.replace(
+            self.model, working_size=cache.size[0], class_names=names, num_classes=len(names)
+        )
         self.labels = _labels(cache, names, rows, self.hold_out)
         rows = {s: r[self.labels[r] >= 0] for s, r in rows.items()}
         if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
@@ -106,16 +116,19 @@ class ClassifierStage(Stage):
             self.masks = self.seg.cache_masks(cache, progress)
         counts = np.bincount(self.labels[rows["Train"]], minlength=len(names))
         if rare := [f"{c} ({n})" for c, n in zip(names, counts.tolist()) if 0 < n < 10]:
-            log.warning("few Train images of %s: the classifier can hardly learn these classes, and their scores "
-                        "mean little", ", ".join(rare))  # fmt: skip
+            log.warning(
+                "few Train images of %s: the classifier can hardly learn these classes, and their scores mean little",
+                ", ".join(rare),
+            )
         return rows
 
     def build(self, device: torch.device, fresh: bool) -> ClassificationTask:
         train, k = self.train, self.model.num_classes
         weights = class_weights(self.labels[self.rows["Train"]], k) if train.class_weighting else None
         net = build_classifier(self.model, self.weights if fresh else None)
-        return ClassificationTask(net, self.model, device, DeviceAugment(train.augment), train.channels_last,
-                                  train.label_smoothing, weights)  # fmt: skip
+        return ClassificationTask(
+            net, self.model, device, DeviceAugment(train.augment), train.channels_last, train.label_smoothing, weights
+        )
 
     def loader_options(self) -> dict:
         return {"with_masks": self.model.mode != "raw", "masks": self.masks, "labels": self.labels}
@@ -132,15 +145,22 @@ class ClassifierStage(Stage):
         fitted = Classifier(unwrap(task.model), self.model, task.device, info=info, images=images)
         self.val_predictions = val = predict(fitted, self.loader("Val", task.device, Ranks()))
         if len(val["labels"]) < MIN_CALIBRATION:
-            log.warning("only %d Val images: too few to fit a calibration temperature, the probabilities stay "
-                        "uncalibrated (temperature 1)", len(val["labels"]))  # fmt: skip
+            log.warning(
+                "only %d Val images: too few to fit a calibration temperature, the probabilities stay "
+                "uncalibrated (temperature 1)",
+                len(val["labels"]),
+            )
             return fitted
         t = fit_temperature(val["logits"], val["labels"])
         if t > 0.99 * TEMPERATURE_BOUNDS[1]:
-            log.warning("the calibration temperature reached its bound (%.1f): on Val the classifier's outputs carry "
-                        "almost no information, its probabilities are near uniform; do not use it", t)  # fmt: skip
-        return Classifier(fitted.model, dataclasses.replace(self.model, temperature=t), task.device, info=info,
-                          images=images)  # fmt: skip
+            log.warning(
+                "the calibration temperature reached its bound (%.1f): on Val the classifier's outputs carry "
+                "almost no information, its probabilities are near uniform; do not use it",
+                t,
+            )
+        return Classifier(
+            fitted.model, dataclasses.replace(self.model, temperature=t), task.device, info=info, images=images
+        )
 
     def evaluate(self, model: Classifier, split: str, progress: bool) -> ClassificationReport:
         p = self.val_predictions if split == "Val" else predict(model, self.loader(split, model.device, Ranks()))
@@ -199,8 +219,18 @@ def train_classifier(
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
     """
     stage = ClassifierStage(config, train, segmenter=segmenter, weights=weights, classes=classes, hold_out=hold_out)
-    return run_stage(stage, data, out, cache_dir=cache_dir, resume=resume, overwrite=overwrite, progress=progress,
-                     on_epoch_end=on_epoch_end, strict=strict, tensorboard=tensorboard)  # fmt: skip
+    return run_stage(
+        stage,
+        data,
+        out,
+        cache_dir=cache_dir,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        strict=strict,
+        tensorboard=tensorboard,
+    )
 
 
 def _segmenter_for(model: ClassifierConfig, segmenter: SegmenterLike | None, device: torch.device) -> Segmenter | None:
@@ -214,16 +244,20 @@ def _segmenter_for(model: ClassifierConfig, segmenter: SegmenterLike | None, dev
     if isinstance(segmenter, Segmenter):
         return segmenter
     if segmenter is None:
-        log.warning("no segmenter given: using the built-in lung segmenter %r for the %s inputs",
-                    builtin.DEFAULT, model.mode)  # fmt: skip
+        log.warning(
+            "no segmenter given: using the built-in lung segmenter %r for the %s inputs", builtin.DEFAULT, model.mode
+        )
     return Segmenter.load(segmenter or builtin.DEFAULT, device=device)
 
 
 def _with_masks_only(cache, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     dropped = {s: int((~cache.has_mask[r]).sum()) for s, r in rows.items()}
     if any(dropped.values()):
-        log.warning("masked with the dataset's masks: images without a mask are left out (%s), so every "
-                    "image is masked and none falls back to raw", ", ".join(f"{s} {n}" for s, n in dropped.items()))  # fmt: skip
+        log.warning(
+            "masked with the dataset's masks: images without a mask are left out (%s), so every "
+            "image is masked and none falls back to raw",
+            ", ".join(f"{s} {n}" for s, n in dropped.items()),
+        )
     return {s: r[cache.has_mask[r]] for s, r in rows.items()}
 
 
@@ -242,5 +276,7 @@ def _labels(cache, names: list[str], rows: dict[str, np.ndarray], hold_out: str 
     labels = lookup[cache.labels]
     unseen = int((labels[rows["Test"]] < 0).sum())
     if unseen:
-        log.warning("held-out source %r: %d test image(s) of classes absent from training are left out", hold_out, unseen)
+        log.warning(
+            "held-out source %r: %d test image(s) of classes absent from training are left out", hold_out, unseen
+        )
     return labels

@@ -7,6 +7,14 @@ from .sources import open_dataset
 from .split import make_split
 
 __all__ = [
-    "CLASS_NAMES", "Manifest", "PackedCache", "Sample", "discover", "is_cache", "make_split",
-    "open_dataset", "prepare_cache", "read_manifest_csv",
-]  # fmt: skip
+    "CLASS_NAMES",
+    "Manifest",
+    "PackedCache",
+    "Sample",
+    "discover",
+    "is_cache",
+    "make_split",
+    "open_dataset",
+    "prepare_cache",
+    "read_manifest_csv",
+]

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..version import __version__
 from ..atomic import write_json
 from ..defaults import WORKING_SIZE
 from ..errors import DataError
 from ..reader import Size
+from ..version import __version__
 from .duplicates import THUMB, duplicate_groups
 from .manifest import Manifest, Sample
 from .scan import scan
@@ -75,15 +75,18 @@ def prepare_cache(
     fingerprint = _fingerprint(manifest, stats, size)
     old = _read_manifest(out)
     if old is not None and old.get("fingerprint") == fingerprint and (out / old["data_dir"]).is_dir():
-        return PrepareResult(out, old["count"], 0, 0, True, old.get("failed", []), time.perf_counter() - t0,
-                             old.get("counts", {}))  # fmt: skip
+        return PrepareResult(
+            out, old["count"], 0, 0, True, old.get("failed", []), time.perf_counter() - t0, old.get("counts", {})
+        )
 
     reuse = _reusable(out, old, manifest, stats, size)
     todo = [i for i in range(len(manifest)) if i not in reuse]
     data_dir = out / f"data-{uuid.uuid4().hex[:12]}"
     data_dir.mkdir(parents=True)
     try:
-        decoded = scan(manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare")
+        decoded = scan(
+            manifest.samples, todo, size, keep_pixels=True, workers=workers, progress=progress, desc="prepare"
+        )
         rows, failed = _write_arrays(data_dir, manifest, stats, reuse, decoded, size)
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -224,12 +227,18 @@ def _read_manifest(path: Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT else None
 
 
-def _write_arrays(data_dir: Path, manifest: Manifest, stats: list, reuse: dict, decoded, size: Size) -> tuple[list, list]:
+def _write_arrays(
+    data_dir: Path, manifest: Manifest, stats: list, reuse: dict, decoded, size: Size
+) -> tuple[list, list]:
     """Stream the images, masks and thumbnails of ``manifest`` (reused or freshly ``decoded``, in order) into
     ``data_dir``; returns (the rows of the samples written, the files that failed)."""
     rows, failed = [], []
     zeros = np.zeros(size, np.uint8)
-    with open(data_dir / "images.u8", "wb") as fi, open(data_dir / "masks.u8", "wb") as fm, open(data_dir / "thumbs.u8", "wb") as ft:
+    with (
+        open(data_dir / "images.u8", "wb") as fi,
+        open(data_dir / "masks.u8", "wb") as fm,
+        open(data_dir / "thumbs.u8", "wb") as ft,
+    ):
         for i, s in enumerate(manifest):
             if i in reuse:
                 image, mask, thumb, row = reuse[i]
@@ -277,9 +286,14 @@ def _row(s: Sample, stat: list[int], content_hash: str, has_mask: bool, mask_sta
 
 def _sample(row: dict) -> Sample:
     return Sample(
-        image=row["image"], label=row["label"], mask=row["mask"], split=row["split"], patient=row["patient"],
-        source=row["source"], original_label=row.get("original_label", ""),
-    )  # fmt: skip
+        image=row["image"],
+        label=row["label"],
+        mask=row["mask"],
+        split=row["split"],
+        patient=row["patient"],
+        source=row["source"],
+        original_label=row.get("original_label", ""),
+    )
 
 
 def _reusable(out: Path, old: dict | None, manifest: Manifest, stats: list[list[int]], size: Size) -> dict[int, tuple]:

@@ -25,33 +25,15 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DataError
 from ..reader import readable_kind
-from .manifest import LABEL_ALIASES, PATIENT_COLUMNS, Manifest, Sample, parse_label
+from .manifest import LABEL_ALIASES, PATIENT_COLUMNS, Discovery, Manifest, Sample, parse_label
 
 MASK_FOLDERS = ("lung masks", "lung_masks", "lung-masks", "masks")
 PREFERRED_PART = "lung segmentation data"
-
-
-@dataclass
-class Discovery:
-    """What discovery found besides the samples: masks without an image, skipped files, and notes on
-    what was chosen where a root was ambiguous (several data sets, several parts)."""
-
-    manifest: Manifest
-    orphan_masks: list[str] = field(default_factory=list)
-    ignored_files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def extend(self, other: Discovery) -> None:
-        """Add ``other``'s samples and findings to this one."""
-        self.manifest = self.manifest + other.manifest
-        self.orphan_masks += other.orphan_masks
-        self.ignored_files += other.ignored_files
-        self.notes += other.notes
 
 
 def discover(root: str | Path, part: str | None = None) -> Discovery:
@@ -157,8 +139,10 @@ def _choose_part(
     kept = [g for g in groups if g[0].parent.parent.parent == chosen[0]]
     if part is not None:
         return kept, None
-    return kept, (f"{root}: found the parts {', '.join(repr(n) for n in names)}; used {chosen[0].name!r} (the other "
-                  "holds a subset of the same images); pass --part to choose another")  # fmt: skip
+    return kept, (
+        f"{root}: found the parts {', '.join(repr(n) for n in names)}; used {chosen[0].name!r} (the other "
+        "holds a subset of the same images); pass --part to choose another"
+    )
 
 
 def _collect(images_dir: Path, split: str, label: str, source: str, result: Discovery) -> None:
@@ -177,9 +161,15 @@ def _collect(images_dir: Path, split: str, label: str, source: str, result: Disc
         if mask is not None:
             used.add(p.stem)
         result.manifest.samples.append(
-            Sample(image=str(p), label=label, mask=str(mask) if mask else None, split=split, source=source,
-                   original_label=images_dir.parent.name if images_dir.parent.name != label else "")
-        )  # fmt: skip
+            Sample(
+                image=str(p),
+                label=label,
+                mask=str(mask) if mask else None,
+                split=split,
+                source=source,
+                original_label=images_dir.parent.name if images_dir.parent.name != label else "",
+            )
+        )
     result.orphan_masks.extend(str(m) for stem, m in masks.items() if stem not in used)
 
 

@@ -27,7 +27,12 @@ def default_albumentations(cfg: AugmentConfig | None = None) -> Any:
     c = cfg or AugmentConfig()
     return A.Compose(
         [
-            A.Affine(rotate=(-c.rotation, c.rotation), scale=tuple(c.scale), translate_percent=(-c.translate, c.translate), p=c.p),
+            A.Affine(
+                rotate=(-c.rotation, c.rotation),
+                scale=tuple(c.scale),
+                translate_percent=(-c.translate, c.translate),
+                p=c.p,
+            ),
             A.RandomBrightnessContrast(brightness_limit=c.brightness, contrast_limit=c.contrast, p=c.p),
             A.HorizontalFlip(p=c.hflip),
         ]
@@ -46,9 +51,13 @@ class ImageDataset(Dataset):
     """
 
     def __init__(
-        self, source: PackedCache | Manifest, indices: Any = None, transform: Any = None, size: Size = (256, 256),
+        self,
+        source: PackedCache | Manifest,
+        indices: Any = None,
+        transform: Any = None,
+        size: Size = (256, 256),
         class_names: list[str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.source, self.transform, self.size = source, transform, size
         self.class_names = class_names or source.class_names
         self.labels = source.labels_for(self.class_names) if isinstance(source, PackedCache) else None

@@ -106,8 +106,11 @@ def _similar_pairs(
         rows_z = z[start : start + chunk]
         corr = torch.maximum(rows_z @ z.T, rows_z @ mirrored.T)
         rows, cols = torch.nonzero(corr >= min_correlation, as_tuple=True)
-        correlated += [(float(corr[r, c]), int(idx[r + start]), int(idx[c]))
-                       for r, c in zip(rows.tolist(), cols.tolist()) if r + start < c]  # fmt: skip
+        correlated += [
+            (float(corr[r, c]), int(idx[r + start]), int(idx[c]))
+            for r, c in zip(rows.tolist(), cols.tolist())
+            if r + start < c
+        ]
     return close, correlated
 
 

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .covidqu import Discovery
 from .duplicates import NEAR_THRESHOLD, THUMB, duplicate_groups
+from .manifest import Discovery
 from .scan import scan
 
 
@@ -140,7 +140,11 @@ def format_report(report: InspectReport, max_list: int = 10) -> str:
     cols = [max(11, len(n) + 2) for n in names]
 
     def table_row(first: str, c: dict) -> str:
-        return f"  {first:<{width}}" + "".join(f"{c.get(n, 0):>{w}}" for n, w in zip(names, cols)) + f"{sum(c.values()):>9}"
+        return (
+            f"  {first:<{width}}"
+            + "".join(f"{c.get(n, 0):>{w}}" for n, w in zip(names, cols))
+            + f"{sum(c.values()):>9}"
+        )
 
     header = "".join(f"{n:>{w}}" for n, w in zip(names, cols)) + f"{'total':>9}"
     lines += ["", "Counts per split and class:", f"  {'split':<{width}}" + header]

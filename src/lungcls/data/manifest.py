@@ -12,22 +12,30 @@ import hashlib
 import io
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..atomic import write_text
+from ..defaults import CLASS_NAMES  # the default class set, and the names the aliases below map to
 from ..errors import DataError
-
-#: the COVID-QU-Ex classes: the default class set, and the names the aliases below map to
-CLASS_NAMES: tuple[str, ...] = ("COVID-19", "Non-COVID", "Normal")
 
 #: labels as written in common CXR sets -> the COVID-QU-Ex class they mean (case-insensitive). Any
 #: other label is a class of its own (e.g. "Tuberculosis"); ``data inspect`` prints the mapping used.
 LABEL_ALIASES = {
-    "covid-19": "COVID-19", "covid19": "COVID-19", "covid": "COVID-19", "covid_19": "COVID-19",
-    "non-covid": "Non-COVID", "non_covid": "Non-COVID", "noncovid": "Non-COVID", "non covid": "Non-COVID",
+    "covid-19": "COVID-19",
+    "covid19": "COVID-19",
+    "covid": "COVID-19",
+    "covid_19": "COVID-19",
+    "non-covid": "Non-COVID",
+    "non_covid": "Non-COVID",
+    "noncovid": "Non-COVID",
+    "non covid": "Non-COVID",
     "pneumonia": "Non-COVID",
-    "normal": "Normal", "no finding": "Normal", "no_finding": "Normal", "no_findings": "Normal",
-}  # fmt: skip
+    "normal": "Normal",
+    "no finding": "Normal",
+    "no_finding": "Normal",
+    "no_findings": "Normal",
+}
 
 # CSV column names accepted for each field, first match wins.
 IMAGE_COLUMNS = ("image", "image_path", "path", "filename", "file")
@@ -104,6 +112,21 @@ class Manifest:
         """The classes present, in :func:`order_classes` order."""
         return order_classes(s.label for s in self.samples)
 
+    def check_labels(self) -> None:
+        """Raise when one image file is listed with two different labels (a label conflict).
+
+        Raises:
+            DataError: names the file and the labels it was given.
+        """
+        seen: dict[str, str] = {}
+        for s in self.samples:
+            other = seen.setdefault(s.image, s.label)
+            if other != s.label:
+                raise DataError(
+                    f"label conflict: {s.image} is listed as {other} and as {s.label}; keep one label per "
+                    "image (a file listed twice with one label is only a duplicate)"
+                )
+
     def label_mapping(self) -> dict[str, dict[str, int]]:
         """{label as written in the data: {class used: images}}, for the labels that were renamed."""
         out: dict[str, Counter] = {}
@@ -142,9 +165,25 @@ class Manifest:
 
     def write_csv(self, path: str | Path) -> None:
         """Write the manifest as CSV (atomically); paths stay absolute."""
-        from ..atomic import write_text
-
         write_text(path, self.to_csv_text())
+
+
+@dataclass
+class Discovery:
+    """What discovery found besides the samples: masks without an image, skipped files, and notes on
+    what was chosen where a root was ambiguous (several data sets, several parts)."""
+
+    manifest: Manifest
+    orphan_masks: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def extend(self, other: Discovery) -> None:
+        """Add ``other``'s samples and findings to this one."""
+        self.manifest = self.manifest + other.manifest
+        self.orphan_masks += other.orphan_masks
+        self.ignored_files += other.ignored_files
+        self.notes += other.notes
 
 
 def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:

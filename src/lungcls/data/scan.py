@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError
+from ..progress import progress_bar
 from ..reader import MAX_PIXELS, Size, decode_image, resize_image, resize_mask
 from .duplicates import thumbnail
 from .manifest import Sample
@@ -100,7 +101,6 @@ def scan(
         workers: processes to use (default: all CPU cores); 0 or 1 decodes in this process.
         progress: show a tqdm progress bar on stderr.
     """
-    from ..progress import progress_bar
 
     indices = list(range(len(samples))) if indices is None else list(indices)
     jobs = ((i, samples[i], tuple(size), keep_pixels) for i in indices)

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
-from .covidqu import Discovery, discover
-from .manifest import Manifest, read_manifest_csv
+from .cache import is_cache
+from .covidqu import discover
+from .manifest import Discovery, Manifest, read_manifest_csv
 
 
 def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discovery:
@@ -19,7 +20,7 @@ def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discov
         part: the COVID-QU-Ex part to use when a root holds several.
 
     Raises:
-        DataError: a path does not exist or holds no dataset.
+        DataError: a path does not exist or holds no dataset, or one image is given two labels.
     """
     if not paths:
         raise DataError("no dataset given")
@@ -29,7 +30,7 @@ def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discov
         if p.is_file() and p.suffix.lower() == ".csv":
             found = Discovery(read_manifest_csv(p))
         elif p.is_dir():
-            if (p / "manifest.json").is_file() and (p / "manifest.json").read_text()[:200].find("lungcls-cache") >= 0:
+            if is_cache(p):
                 raise DataError(f"{p}: this is a packed cache; pass the dataset it was made from")
             found = discover(p, part=part)
         else:
@@ -37,4 +38,5 @@ def open_dataset(paths: Sequence[str | Path], part: str | None = None) -> Discov
                 f"{p}: no such file or folder" if not p.exists() else f"{p}: expected a folder or a .csv manifest"
             )
         joined.extend(found)
+    joined.manifest.check_labels()
     return joined

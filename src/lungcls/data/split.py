@@ -118,8 +118,11 @@ def carve_split(
         raise ValueError(f"no {source!r} samples to carve {into!r} from; splits found: {', '.join(manifest.splits)}")
     members = _members(manifest, duplicates)
     pinned = set(pinned)
-    movable = {g: idx for g, idx in members.items()
-               if all(manifest.samples[i].split == source and i not in pinned for i in idx)}  # fmt: skip
+    movable = {
+        g: idx
+        for g, idx in members.items()
+        if all(manifest.samples[i].split == source and i not in pinned for i in idx)
+    }
     # the target counts are a share of the whole source split, so pinned groups count as staying
     n_source = sum(1 for s in manifest if s.split == source)
     n_movable = sum(len(v) for v in movable.values())
@@ -177,14 +180,24 @@ def complete_split(
         for g, idx in free.items():
             for i in idx:
                 assign[i] = SPLIT_NAMES[placed[g]]
-    return _carve_and_say(manifest, manifest.with_splits(assign), n_free, len(fixed), val, test, seed, duplicates,
-                          pinned, carve, resplit)  # fmt: skip
+    return _carve_and_say(
+        manifest, manifest.with_splits(assign), n_free, len(fixed), val, test, seed, duplicates, pinned, carve, resplit
+    )
 
 
 def _carve_and_say(
-    manifest: Manifest, out: Manifest, n_free: int, n_fixed: int, val: float, test: float, seed: int,
-    duplicates: Sequence[Sequence[int]] | None, pinned: set[int], carve: bool, resplit: bool,
-) -> tuple[Manifest, str]:  # fmt: skip
+    manifest: Manifest,
+    out: Manifest,
+    n_free: int,
+    n_fixed: int,
+    val: float,
+    test: float,
+    seed: int,
+    duplicates: Sequence[Sequence[int]] | None,
+    pinned: set[int],
+    carve: bool,
+    resplit: bool,
+) -> tuple[Manifest, str]:
     """Carve Test out of Train where asked and there is none, and the sentence that says what was done."""
     counts = ", ".join(f"{s} {sum(1 for x in manifest if x.split == s)}" for s in manifest.splits)
     done = []
@@ -202,8 +215,10 @@ def _carve_and_say(
     if not done:
         return out, f"found {counts}: kept as it is"
     what = "; ".join(done)
-    return out, (f"found {counts}: {what}; seed {seed}, grouped by patient and duplicate picture"
-                 + (", existing splits ignored (--resplit)" if resplit else ""))  # fmt: skip
+    return out, (
+        f"found {counts}: {what}; seed {seed}, grouped by patient and duplicate picture"
+        + (", existing splits ignored (--resplit)" if resplit else "")
+    )
 
 
 def _members(manifest: Manifest, duplicates: Sequence[Sequence[int]] | None) -> dict[int, list[int]]:

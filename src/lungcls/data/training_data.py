@@ -16,7 +16,7 @@ from .cache import PackedCache, PrepareResult, fingerprints, is_cache, prepare_c
 from .duplicates import duplicate_groups
 from .manifest import Manifest
 from .sources import open_dataset
-from .split import SPLIT_NAMES, complete_split
+from .split import SPLIT_NAMES, complete_split, group_ids
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ def split_and_cache(
         if hold_out is not None:
             manifest, made = hold_out_split(manifest, hold_out, val, seed, duplicates, keep)
         else:
-            manifest, made = complete_split(manifest, val=val, test=test, seed=seed, duplicates=duplicates,
-                                            pinned=keep, carve=split == "complete")  # fmt: skip
+            manifest, made = complete_split(
+                manifest, val=val, test=test, seed=seed, duplicates=duplicates, pinned=keep, carve=split == "complete"
+            )
     prepared = prepare_cache(manifest, cache_dir, size=(size, size), workers=workers, progress=progress)
     return SplitCache(PackedCache.open(cache_dir), made, prepared)
 
@@ -104,8 +105,9 @@ def open_training_data(
         cache, made = given, None
     else:
         manifest = given.manifest if given is not None else open_dataset(paths).manifest
-        done = split_and_cache(manifest, cache_dir, size, seed=split_seed, pinned=pinned, hold_out=hold_out,
-                               progress=progress)  # fmt: skip
+        done = split_and_cache(
+            manifest, cache_dir, size, seed=split_seed, pinned=pinned, hold_out=hold_out, progress=progress
+        )
         cache, made = done.cache, done.split
     if made is not None:
         log.warning("%s", made)
@@ -122,7 +124,6 @@ def hold_out_split(
     Raises:
         DataError: ``source`` is not a source of ``manifest``.
     """
-    from .split import group_ids
 
     sources = sorted({s.source for s in manifest})
     if source not in sources:
@@ -134,8 +135,16 @@ def hold_out_split(
     old = {i: n for n, i in enumerate(others)}
     sub = Manifest([manifest.samples[i] for i in others])
     sub_dups = [[old[i] for i in grp if i in old] for grp in duplicates]
-    sub, _ = complete_split(sub, val=val, test=0.0, seed=seed, duplicates=[d for d in sub_dups if len(d) > 1],
-                            resplit=True, pinned={old[i] for i in pinned if i in old}, carve=False)  # fmt: skip
+    sub, _ = complete_split(
+        sub,
+        val=val,
+        test=0.0,
+        seed=seed,
+        duplicates=[d for d in sub_dups if len(d) > 1],
+        resplit=True,
+        pinned={old[i] for i in pinned if i in old},
+        carve=False,
+    )
     assign = ["Excluded"] * len(manifest)
     for i, s in enumerate(manifest):
         if s.source == source:
@@ -144,9 +153,11 @@ def hold_out_split(
         assign[i] = sub.samples[n].split
     out = manifest.with_splits(assign)
     counts = {k: sum(1 for x in assign if x == k) for k in ("Train", "Val", "Test", "Excluded")}
-    return out, (f"held out {source!r} as Test ({counts['Test']} images); the other sources split into Train "
-                 f"{counts['Train']} / Val {counts['Val']} (seed {seed}); {excluded} of their images share a patient "
-                 "or picture with the held-out source and are left out")  # fmt: skip
+    return out, (
+        f"held out {source!r} as Test ({counts['Test']} images); the other sources split into Train "
+        f"{counts['Train']} / Val {counts['Val']} (seed {seed}); {excluded} of their images share a patient "
+        "or picture with the held-out source and are left out"
+    )
 
 
 def open_eval_data(paths: Sequence[str | Path], size: int, scratch: str | Path, progress: bool = True) -> PackedCache:
@@ -174,9 +185,11 @@ def check_leaks(cache: PackedCache, strict: bool = False) -> dict[str, list]:
     """Warn loudly (or, with ``strict``, raise) when a patient or a picture is in two splits."""
     leaks = split_leaks(cache)
     if leaks["patients"] or leaks["images"]:
-        msg = (f"{cache.path}: DATA LEAK between splits: {len(leaks['patients'])} patient(s) "
-               f"(e.g. {', '.join(leaks['patients'][:3]) or '-'}) and {len(leaks['images'])} duplicated picture(s) "
-               f"(e.g. {' == '.join(leaks['images'][0]) if leaks['images'] else '-'}) are in more than one split")  # fmt: skip
+        msg = (
+            f"{cache.path}: DATA LEAK between splits: {len(leaks['patients'])} patient(s) "
+            f"(e.g. {', '.join(leaks['patients'][:3]) or '-'}) and {len(leaks['images'])} duplicated picture(s) "
+            f"(e.g. {' == '.join(leaks['images'][0]) if leaks['images'] else '-'}) are in more than one split"
+        )
         if strict:
             raise DataError(msg + "; re-split with `lungcls data split`, or drop --strict")
         log.warning(msg)

@@ -32,13 +32,15 @@ from ..atomic import write_json, write_text
 from ..checkpoint import cpu_state, optimizer_tensors, restore_optimizer, unwrap
 from ..config import TrainConfig
 from ..errors import LungclsError
+from ..progress import progress_bar
+from ..store import load_tensors, read_json, save_tensors
 from .device import autocast
-from .ema import EMA, ema_decay
 from .distributed import Ranks, barrier, same_weights, wrap
 from .distributed import mean as distributed_mean
-from ..store import load_tensors, read_json, save_tensors
+from .ema import EMA, ema_decay
 
 log = logging.getLogger(__name__)
+
 
 class Task(Protocol):
     """What a stage gives the engine."""
@@ -112,8 +114,13 @@ def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))  # fmt: skip
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
@@ -170,7 +177,9 @@ def fit(
     plain = task.model
     try:
         with deterministic_kernels(cfg.deterministic):
-            return _Fit(task, train, val, cfg, Path(run_dir), run_config, progress, on_epoch_end, ranks or Ranks()).run(resume)
+            return _Fit(task, train, val, cfg, Path(run_dir), run_config, progress, on_epoch_end, ranks or Ranks()).run(
+                resume
+            )
     finally:
         task.model = plain
 
@@ -179,14 +188,23 @@ class _Fit:
     """One call of :func:`fit`: the optimiser, the average, the best so far and where training stands."""
 
     def __init__(
-        self, task: Task, train: Any, val: Any | None, cfg: TrainConfig, run_dir: Path, run_config: dict,
-        progress: bool, on_epoch_end: Callable[[int, dict], None] | None, ranks: Ranks,
-    ) -> None:  # fmt: skip
+        self,
+        task: Task,
+        train: Any,
+        val: Any | None,
+        cfg: TrainConfig,
+        run_dir: Path,
+        run_config: dict,
+        progress: bool,
+        on_epoch_end: Callable[[int, dict], None] | None,
+        ranks: Ranks,
+    ) -> None:
         self.task, self.train, self.val, self.cfg, self.dir, self.ranks = task, train, val, cfg, run_dir, ranks
         self.run_config, self.progress, self.on_epoch_end = run_config, progress and ranks.main, on_epoch_end
         # fused: one kernel per step for all parameters on CUDA
-        self.optimizer = torch.optim.AdamW(unwrap(task.model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=task.device.type == "cuda")  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            unwrap(task.model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=task.device.type == "cuda"
+        )
         self.steps = len(train)
         if self.steps == 0:
             raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
@@ -198,7 +216,9 @@ class _Fit:
         self.dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.position, self.bad_epochs = _resume(self.dir, self.task.model, self.optimizer, self.result, self.ema)
-        self.task.model = wrap(self.task.model, self.ranks, self.task.device)  # DDP starts every rank from rank 0's weights
+        self.task.model = wrap(
+            self.task.model, self.ranks, self.task.device
+        )  # DDP starts every rank from rank 0's weights
         if self.ranks.main:
             write_json(self.dir / "config.json", self.config())
         try:
@@ -213,14 +233,17 @@ class _Fit:
         return self.result
 
     def config(self) -> dict:
-        """The run's ``config.json``: the caller's record, with the best epoch's metrics and weights' hash once known."""
+        """The run's ``config.json``: the caller's record, with the best epoch's metrics and weights' hash once
+        known."""
         r = self.result
         return {**self.run_config, **({"metrics": r.metrics, "weights_sha256": r.best_sha256} if r.best_sha256 else {})}
 
     def epoch(self, epoch: int) -> bool:
         """Train, validate, keep and save one epoch; True when the patience has run out."""
         task, cfg, ranks = self.task, self.cfg, self.ranks
-        record = _train_epoch(task, self.train, self.optimizer, cfg, self.warmup, self.progress, self.ema, self.position)
+        record = _train_epoch(
+            task, self.train, self.optimizer, cfg, self.warmup, self.progress, self.ema, self.position
+        )
         record["train_loss"] = distributed_mean(record["train_loss"], ranks, task.device)
         if self.val is not None:
             record.update(_validate(task, self.val, cfg, self.ema))
@@ -260,8 +283,17 @@ class _Fit:
         """Write where training stands (an epoch's end, or a step inside one) as ``last.*``."""
         if len(self.result.history) > self.position.epoch:  # interrupted after the epoch's record was made
             self.position = Position(self.position.epoch + 1)
-        _save_last(self.dir, self.task.model, self.optimizer, self.position.epoch - 1, self.result, self.bad_epochs,
-                   extra, self.ema, position=self.position)  # fmt: skip
+        _save_last(
+            self.dir,
+            self.task.model,
+            self.optimizer,
+            self.position.epoch - 1,
+            self.result,
+            self.bad_epochs,
+            extra,
+            self.ema,
+            position=self.position,
+        )
 
 
 class _Throttle:
@@ -337,8 +369,14 @@ def _train_epoch(
         bar.update(1)
     bar.close()
     seconds = max(position.seconds, 1e-9)
-    return {"epoch": epoch + 1, "train_loss": float(position.loss_sum) / max(position.seen, 1), "lr": lr,
-            "steps": steps, "seconds": seconds, "train_img_s": position.seen / seconds}  # fmt: skip
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(position.loss_sum) / max(position.seen, 1),
+        "lr": lr,
+        "steps": steps,
+        "seconds": seconds,
+        "train_img_s": position.seen / seconds,
+    }
 
 
 def _finite(mean_loss: float, step: int, cfg: TrainConfig) -> float:
@@ -390,11 +428,23 @@ def _save_last(
     if inside and position.rng is not None:
         tensors["rng.generator"] = position.rng.get_state()
     sha = save_tensors(run_dir / "last.safetensors", tensors)
-    state = {"epoch": epoch, "best_epoch": result.best_epoch, "best_metric": result.best_metric, "bad_epochs": bad,
-             "history": result.history, "param_groups": groups, "sha256": sha, **extra}  # fmt: skip
+    state = {
+        "epoch": epoch,
+        "best_epoch": result.best_epoch,
+        "best_metric": result.best_metric,
+        "bad_epochs": bad,
+        "history": result.history,
+        "param_groups": groups,
+        "sha256": sha,
+        **extra,
+    }
     if inside:
-        state["inside_epoch"] = {"step": position.step, "loss_sum": float(position.loss_sum), "seen": position.seen,
-                                 "seconds": position.seconds}  # fmt: skip
+        state["inside_epoch"] = {
+            "step": position.step,
+            "loss_sum": float(position.loss_sum),
+            "seen": position.seen,
+            "seconds": position.seconds,
+        }
     write_json(run_dir / "last.json", state)
 
 
@@ -418,8 +468,14 @@ def _resume(
         result.best_state = load_tensors(run_dir / "model.safetensors", result.best_sha256)
         result.metrics = config.get("metrics", {})
     inside = state.get("inside_epoch") or {}
-    position = Position(state["epoch"] + 1, inside.get("step", 0), inside.get("loss_sum", 0.0), inside.get("seen", 0),
-                        inside.get("seconds", 0.0), rng_state=tensors.get("rng.generator"))  # fmt: skip
+    position = Position(
+        state["epoch"] + 1,
+        inside.get("step", 0),
+        inside.get("loss_sum", 0.0),
+        inside.get("seen", 0),
+        inside.get("seconds", 0.0),
+        rng_state=tensors.get("rng.generator"),
+    )
     return position, state["bad_epochs"]
 
 
@@ -434,7 +490,6 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def _bar(progress: bool, total: int, desc: str, initial: int = 0):
-    from ..progress import progress_bar
 
     return progress_bar(total=total, desc=desc, unit="batch", enabled=progress, leave=False, initial=initial)
 

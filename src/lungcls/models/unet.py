@@ -6,12 +6,14 @@ import torch
 
 from ..config import SegmenterConfig
 from ..errors import ConfigError
+from ..store import read_weights_file
 
 
 def build_segmenter(cfg: SegmenterConfig, encoder_weights: str | None = None) -> torch.nn.Module:
     """An ``smp.Unet`` for ``cfg``: input float (N, 1, H, W) normalised, output logits (N, 1, H, W).
 
-    H and W must be multiples of 2**encoder_depth (the config checks its own size). The architecture comes from ``cfg`` alone;
+    H and W must be multiples of 2**encoder_depth (the config checks its own size). The architecture comes from
+    ``cfg`` alone;
     ``encoder_weights`` (``"imagenet"``: smp's local cache, or a safetensors/torchvision file of the
     encoder) is read only when training starts, never when a trained model is loaded.
 
@@ -34,9 +36,9 @@ def build_segmenter(cfg: SegmenterConfig, encoder_weights: str | None = None) ->
         raise ConfigError("encoder_name", f"{cfg.encoder_name!r} is not an smp encoder ({e})") from None
     except (OSError, RuntimeError, ValueError) as e:  # smp could not find or fetch its weights
         raise ConfigError(
-            "encoder_weights", f"{cfg.encoder_name} ImageNet weights are not available offline ({e}); "
-            "pass a local weights file instead"
-        ) from None  # fmt: skip
+            "encoder_weights",
+            f"{cfg.encoder_name} ImageNet weights are not available offline ({e}); pass a local weights file instead",
+        ) from None
     if encoder_weights not in (None, "imagenet"):
         _load_encoder_file(model.encoder, encoder_weights)
     _strip_unused_stages(model, cfg)
@@ -76,7 +78,6 @@ def own_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[st
 
 
 def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
-    from ..store import read_weights_file
 
     state = read_weights_file(path)  # safetensors, or a torchvision .pth read with weights_only
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -85,8 +86,10 @@ def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
     own = encoder.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting or len(fitting) < len([k for k in own if not k.endswith("num_batches_tracked")]) // 2:
-        raise ConfigError("encoder_weights", f"{path}: does not fit the {type(encoder).__name__} encoder "
-                          f"({len(fitting)} of {len(own)} tensors match)")  # fmt: skip
+        raise ConfigError(
+            "encoder_weights",
+            f"{path}: does not fit the {type(encoder).__name__} encoder ({len(fitting)} of {len(own)} tensors match)",
+        )
     torch.nn.Module.load_state_dict(encoder, fitting, strict=False)
 
 
@@ -95,6 +98,12 @@ def smp_config(cfg: SegmenterConfig) -> dict:
     bundles carry them beside lungcls's own (which smp ignores), so smp can load them too. A U-Net with
     fewer than 5 encoder stages stores no weights for the stages it does not use: load it with
     ``strict=False`` (those stages keep smp's initial values and are never run)."""
-    return {"_model_class": "Unet", "encoder_name": cfg.encoder_name, "encoder_depth": cfg.encoder_depth,
-            "encoder_weights": None, "decoder_channels": list(cfg.decoder_channels or []),
-            "in_channels": cfg.in_channels, "classes": cfg.classes}  # fmt: skip
+    return {
+        "_model_class": "Unet",
+        "encoder_name": cfg.encoder_name,
+        "encoder_depth": cfg.encoder_depth,
+        "encoder_weights": None,
+        "decoder_channels": list(cfg.decoder_channels or []),
+        "in_channels": cfg.in_channels,
+        "classes": cfg.classes,
+    }

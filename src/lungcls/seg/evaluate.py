@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_bytes, write_json, write_text
 from ..data.cache import PackedCache
 from ..model_card import model_warnings
+from ..plots import figure_png, outline_grid
+from ..progress import progress_bar
 from .metrics import hausdorff95, mask_scores, summarize
 from .segmenter import Segmenter
 
@@ -40,21 +43,35 @@ class SegmentationReport:
 
     def to_dict(self) -> dict:
         """JSON-ready (without the figure)."""
-        return {"name": self.name, "summary": self.summary, "by_source": self.by_source, "images": self.images,
-                "warnings": self.warnings}  # fmt: skip
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "by_source": self.by_source,
+            "images": self.images,
+            "warnings": self.warnings,
+        }
 
     def markdown(self) -> str:
         """One row per source set and one for all: Dice mean (median, 5th percentile), IoU, pixel accuracy, HD95."""
-        head = ("| set | images | Dice mean | Dice median | Dice p5 | IoU mean | pixel acc. | HD95 mean (px) | "
-                "Dice, threshold only |\n|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+        head = (
+            "| set | images | Dice mean | Dice median | Dice p5 | IoU mean | pixel acc. | HD95 mean (px) | "
+            "Dice, threshold only |\n|---|---|---|---|---|---|---|---|---|\n"
+        )
 
         def row(name: str, s: dict) -> str:
             d = s["dice"]
-            return (f"| {name} | {d['n']} | {d['mean']:.4f} | {d['median']:.4f} | {d['p5']:.4f} | {s['iou']['mean']:.4f} | "
-                    f"{s['pixel_accuracy']['mean']:.4f} | {s['hd95']['mean']:.2f} | {s['dice_raw']['mean']:.4f} |\n")  # fmt: skip
+            return (
+                f"| {name} | {d['n']} | {d['mean']:.4f} | {d['median']:.4f} | {d['p5']:.4f} | {s['iou']['mean']:.4f} | "
+                f"{s['pixel_accuracy']['mean']:.4f} | {s['hd95']['mean']:.2f} | {s['dice_raw']['mean']:.4f} |\n"
+            )
 
         warned = "".join(f"> **WARNING {w}.**\n\n" for w in self.warnings)
-        return warned + head + "".join(row(k or "(unnamed)", v) for k, v in self.by_source.items()) + row("**all**", self.summary)
+        return (
+            warned
+            + head
+            + "".join(row(k or "(unnamed)", v) for k, v in self.by_source.items())
+            + row("**all**", self.summary)
+        )
 
 
 def evaluate_segmenter(
@@ -65,8 +82,6 @@ def evaluate_segmenter(
     Metrics are computed after post-processing (the masks every lungcls command uses); ``dice_raw``
     is the Dice of the plain 0.5 threshold, for comparison.
     """
-    from ..plots import figure_png, outline_grid
-    from ..progress import progress_bar
 
     rows = np.asarray([r for r in rows if cache.has_mask[r]], dtype=np.int64)
     images, grid_items = [], []
@@ -74,20 +89,7 @@ def evaluate_segmenter(
     bar = progress_bar(total=len(rows), desc=f"evaluating {name}".strip(), unit="img", enabled=progress)
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        pixels = np.asarray(cache.images[chunk])[:, None]
-        truth = torch.from_numpy(np.asarray(cache.masks[chunk]))[:, None]
-        batch = segmenter.masks(pixels, keep_probs=True)
-        masks, flags, probs = batch.masks.cpu(), batch.flags, batch.probs.float().cpu()
-        scores = mask_scores(masks, truth)
-        raw = mask_scores((probs > segmenter.post.threshold).long(), truth)["dice"]
-        hd = hausdorff95(masks, truth)
-        for k, row in enumerate(chunk.tolist()):
-            s = cache.samples[row]
-            images.append({"row": row, "image": s.image, "source": s.source, "split": s.split,
-                           **{m: float(v[k]) for m, v in scores.items()}, "hd95": float(hd[k]), "dice_raw": float(raw[k]),
-                           "flags": flags[k]})  # fmt: skip
-            if len(grid_items) < grid:
-                grid_items.append((pixels[k, 0], masks[k, 0].numpy(), truth[k, 0].numpy(), float(scores["dice"][k])))
+        images += _score(segmenter, cache, chunk, grid_items, grid)
         bar.update(len(chunk))
     bar.close()
     by_source: dict[str, list[dict]] = defaultdict(list)
@@ -102,15 +104,42 @@ def evaluate_segmenter(
     )
     if grid_items:
         pics, pred, true, dice = zip(*grid_items)
-        fig = outline_grid(pics, pred, true, [f"Dice {d:.3f}" for d in dice],
-                           title=f"{name}: green predicted lungs, red ground truth".strip(": "))  # fmt: skip
-        report.outlines_png = figure_png(fig)
+        title = f"{name}: green predicted lungs, red ground truth".strip(": ")
+        report.outlines_png = figure_png(outline_grid(pics, pred, true, [f"Dice {d:.3f}" for d in dice], title=title))
     return report
+
+
+def _score(segmenter: Segmenter, cache: PackedCache, chunk: np.ndarray, grid_items: list, grid: int) -> list[dict]:
+    """One record per cache row of ``chunk``; the first ``grid`` images also go to ``grid_items`` for the figure."""
+    pixels = np.asarray(cache.images[chunk])[:, None]
+    truth = torch.from_numpy(np.asarray(cache.masks[chunk]))[:, None]
+    batch = segmenter.masks(pixels, keep_probs=True)
+    masks, flags, probs = batch.masks.cpu(), batch.flags, batch.probs.float().cpu()
+    scores = mask_scores(masks, truth)
+    raw = mask_scores((probs > segmenter.post.threshold).long(), truth)["dice"]
+    hd = hausdorff95(masks, truth)
+    out = []
+    for k, row in enumerate(chunk.tolist()):
+        s = cache.samples[row]
+        out.append(
+            {
+                "row": row,
+                "image": s.image,
+                "source": s.source,
+                "split": s.split,
+                **{m: float(v[k]) for m, v in scores.items()},
+                "hd95": float(hd[k]),
+                "dice_raw": float(raw[k]),
+                "flags": flags[k],
+            }
+        )
+        if len(grid_items) < grid:
+            grid_items.append((pixels[k, 0], masks[k, 0].numpy(), truth[k, 0].numpy(), float(scores["dice"][k])))
+    return out
 
 
 def write_segmentation_report(report: SegmentationReport, folder: str | Path, name: str | None = None) -> list[Path]:
     """The one writer: ``eval_seg_<name>.json``, ``.md`` and ``outlines_<name>.png`` into ``folder``."""
-    from ..atomic import write_bytes, write_json, write_text
 
     folder, name = Path(folder), name or report.name or "all"
     paths = [folder / f"eval_seg_{name}.json", folder / f"eval_seg_{name}.md"]

@@ -15,6 +15,7 @@ from scipy.ndimage import binary_fill_holes  # scipy comes with scikit-image
 from skimage.measure import label
 
 from ..config import PostprocessConfig
+from .components import MAX_PIXELS, fill_holes, keep_largest
 
 FLAG_NO_LUNG = "no-lung"
 FLAG_TOO_LARGE = "implausible-lung-area"
@@ -31,7 +32,6 @@ def postprocess(probs: torch.Tensor, cfg: PostprocessConfig | None = None) -> tu
     On the CPU (or for images too large for the device kernel) each map goes through scikit-image;
     elsewhere the whole batch goes through the device kernel.
     """
-    from .components import MAX_PIXELS
 
     cfg = cfg or PostprocessConfig()
     if probs.device.type != "cpu" and probs.shape[-2] * probs.shape[-1] <= MAX_PIXELS:
@@ -60,7 +60,6 @@ def postprocess_cpu(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
 
 def postprocess_device(probs: torch.Tensor, cfg: PostprocessConfig) -> torch.Tensor:
     """A batch float (B, 1, H, W) in [0, 1], ``H * W <= 2**23`` -> masks uint8 (B, 1, H, W) on the same device."""
-    from .components import fill_holes, keep_largest
 
     mask = probs > cfg.threshold
     if cfg.keep_largest:
@@ -105,13 +104,16 @@ def mask_flags(
         hesitant = ((p > 0.2) & (p < 0.8)).float().sum(dim=(1, 2)) / area
         confidence = (p * m).sum(dim=(1, 2)) / area
         uncertain = (hesitant > cfg.max_uncertain_share) | (confidence < cfg.min_mean_confidence)
-    checks = torch.stack([
-        fraction > cfg.max_lung_fraction,
-        side_ratio < cfg.min_side_ratio,
-        midline_share > cfg.max_midline_share,
-        (offset > cfg.max_centre_offset) & (side_ratio >= cfg.min_side_ratio),
-        uncertain,
-    ], 1).tolist()  # fmt: skip
+    checks = torch.stack(
+        [
+            fraction > cfg.max_lung_fraction,
+            side_ratio < cfg.min_side_ratio,
+            midline_share > cfg.max_midline_share,
+            (offset > cfg.max_centre_offset) & (side_ratio >= cfg.min_side_ratio),
+            uncertain,
+        ],
+        1,
+    ).tolist()
     out = []
     for f, row in zip(fraction.tolist(), checks):
         if f < cfg.min_lung_fraction:

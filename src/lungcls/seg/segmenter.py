@@ -7,7 +7,6 @@ call it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import builtin
+from ..atomic import write_bytes
 from ..checkpoint import load_state
 from ..config import PostprocessConfig, SegmenterConfig, to_dict
 from ..engine.device import autocast, inference_batch_size, resolve_device
+from ..masking import lung_boxes
 from ..models.unet import build_segmenter, own_state, smp_config
+from ..progress import progress_bar
 from ..store import read_model, write_model
 from .postprocess import postprocess
 from .task import SegmentationTask
@@ -72,10 +74,17 @@ class Segmenter:
     kind = "segmenter"
 
     def __init__(
-        self, model: torch.nn.Module, cfg: SegmenterConfig, post: PostprocessConfig | None = None,
-        device: str | torch.device = "auto", amp: bool = True, batch_size: int | None = None, compile: bool = False,
-        info: dict | None = None, images: dict[str, list[str]] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model: torch.nn.Module,
+        cfg: SegmenterConfig,
+        post: PostprocessConfig | None = None,
+        device: str | torch.device = "auto",
+        amp: bool = True,
+        batch_size: int | None = None,
+        compile: bool = False,
+        info: dict | None = None,
+        images: dict[str, list[str]] | None = None,
+    ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.cfg, self.post, self.amp = cfg, post or PostprocessConfig(), amp
         self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=64)
@@ -105,11 +114,17 @@ class Segmenter:
     def to_config(self) -> dict:
         """Its ``config.json``: what it is (with the keys ``smp.from_pretrained`` reads) and how it was trained."""
         info = {k: v for k, v in self.info.items() if k not in ("kind", "source", "folder") and not k.startswith("_")}
-        return {"kind": self.kind, "model": to_dict(self.cfg), "postprocess": to_dict(self.post), **info,
-                **smp_config(self.cfg)}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "model": to_dict(self.cfg),
+            "postprocess": to_dict(self.post),
+            **info,
+            **smp_config(self.cfg),
+        }
 
     def save(self, folder: str | Path) -> str:
-        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights' SHA-256."""
+        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights'
+        SHA-256."""
         return write_model(folder, self.to_config(), self.model.state_dict(), self.images)
 
     @property
@@ -144,13 +159,14 @@ class Segmenter:
             keep_probs: also return the probabilities (for the threshold-only Dice of evaluations).
             progress: show a progress bar.
         """
-        from ..progress import progress_bar
 
         out, flags, probs = [], [], []
         bar = progress_bar(total=len(images), desc="segmenting", unit="img", enabled=progress)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            chunk = torch.from_numpy(np.array(chunk)) if isinstance(chunk, np.ndarray) else chunk  # a copy: memory-maps are read-only
+            chunk = (
+                torch.from_numpy(np.array(chunk)) if isinstance(chunk, np.ndarray) else chunk
+            )  # a copy: memory-maps are read-only
             p = self.probabilities(chunk)
             m, f = postprocess(p, self.post)
             out.append(m)
@@ -177,8 +193,6 @@ class Segmenter:
         import hashlib
         import json
 
-        from ..atomic import write_bytes
-
         weights = self.info.get("source", {}).get("sha256")
         key = hashlib.sha256(f"{weights}{json.dumps(vars(self.post), sort_keys=True)}".encode()).hexdigest()[:16]
         stored = cache.path / cache.meta["data_dir"] / f"predicted-{key}.u8"
@@ -192,10 +206,16 @@ class Segmenter:
 
 def describe(batch: MaskBatch) -> list[SegmentResult]:
     """Lung fraction and box of a batch's masks on any device (computed there, one copy back)."""
-    from ..masking import lung_boxes
 
     boxes, empty = lung_boxes(batch.masks, 0.0)
     fractions = (batch.masks != 0).float().mean(dim=(1, 2, 3))
-    arrays, boxes, empty, fractions = batch.masks[:, 0].cpu().numpy(), boxes.long().tolist(), empty.tolist(), fractions.tolist()
-    return [SegmentResult(m, f, None if e else tuple(b), list(g))
-            for m, f, b, e, g in zip(arrays, fractions, boxes, empty, batch.flags)]  # fmt: skip
+    arrays, boxes, empty, fractions = (
+        batch.masks[:, 0].cpu().numpy(),
+        boxes.long().tolist(),
+        empty.tolist(),
+        fractions.tolist(),
+    )
+    return [
+        SegmentResult(m, f, None if e else tuple(b), list(g))
+        for m, f, b, e, g in zip(arrays, fractions, boxes, empty, batch.flags)
+    ]

@@ -70,7 +70,8 @@ class SegmentationTask:
         return self.loss(self.logits(self.normalize(x)), masks)
 
     def evaluate(self, loader: Any) -> dict[str, float]:
-        """Mean loss, Dice, IoU and pixel accuracy over ``loader`` at the model's size (threshold 0.5, no post-processing)."""
+        """Mean loss, Dice, IoU and pixel accuracy over ``loader`` at the model's size (threshold 0.5, no
+        post-processing)."""
         total, n, scores = 0.0, 0, {"dice": [], "iou": [], "pixel_accuracy": []}
         for batch in loader:
             x, masks = self.prepare(batch.images, batch.masks)

@@ -34,9 +34,12 @@ class SegmenterStage(Stage):
     kind = "segmenter"
 
     def __init__(
-        self, model: SegmenterConfig | None = None, train: TrainConfig | None = None,
-        post: PostprocessConfig | None = None, encoder_weights: str | Path | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model: SegmenterConfig | None = None,
+        train: TrainConfig | None = None,
+        post: PostprocessConfig | None = None,
+        encoder_weights: str | Path | None = None,
+    ) -> None:
         self.model, self.train, self.post, self.weights = model, train, post, encoder_weights
 
     def configure(self, saved: dict | None, out: Path) -> None:
@@ -56,12 +59,16 @@ class SegmenterStage(Stage):
 
     def select(self, progress: bool, strict: bool) -> dict[str, np.ndarray]:
         if self.model.image_size > self.cache.size[0]:
-            log.warning("the model's size (%d px) is larger than the cached images (%d px): they are upsampled",
-                        self.model.image_size, self.cache.size[0])  # fmt: skip
+            log.warning(
+                "the model's size (%d px) is larger than the cached images (%d px): they are upsampled",
+                self.model.image_size,
+                self.cache.size[0],
+            )
         rows = split_rows(self.cache, with_mask=True)
         if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
-            raise DataError(f"{self.cache.path}: need lung masks in both Train ({len(rows['Train'])}) and Val "
-                            f"({len(rows['Val'])})")  # fmt: skip
+            raise DataError(
+                f"{self.cache.path}: need lung masks in both Train ({len(rows['Train'])}) and Val ({len(rows['Val'])})"
+            )
         return rows
 
     def build(self, device: torch.device, fresh: bool) -> SegmentationTask:
@@ -125,5 +132,15 @@ def train_segmenter(
         tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
     """
     stage = SegmenterStage(config, train, post, encoder_weights)
-    return run_stage(stage, data, out, cache_dir=cache_dir, resume=resume, overwrite=overwrite, progress=progress,
-                     on_epoch_end=on_epoch_end, strict=strict, tensorboard=tensorboard)  # fmt: skip
+    return run_stage(
+        stage,
+        data,
+        out,
+        cache_dir=cache_dir,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        strict=strict,
+        tensorboard=tensorboard,
+    )
