@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_state
 from ..config import ClassifierConfig, to_dict
-from ..engine.device import autocast, inference_batch_size, resolve_device
+from ..engine.device import autocast
 from ..errors import CheckpointError, ConfigError
 from ..models.classifiers import build_classifier
 from ..store import linked_segmenter, read_model, write_model
+from ..trained import TrainedModel
 from .calibration import calibrated
 from .task import ClassificationTask
 
 
-class Classifier:
+class Classifier(TrainedModel):
     """A trained classifier.
 
     Args:
@@ -41,14 +43,8 @@ class Classifier:
         info: dict | None = None,
         images: dict[str, list[str]] | None = None,
     ) -> None:
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cfg, self.amp = cfg, amp
-        self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=256)
-        self.task = ClassificationTask(model.eval(), cfg, self.device)
-        self.model = self.task.model  # the plain module (explanations, export, saving)
-        self.forward = torch.compile(self.model) if compile else self.model
-        self.info = dict(info or {})
-        self.images = images
+        self.cfg = cfg
+        self._place(partial(ClassificationTask, model.eval(), cfg), device, amp, batch_size, 256, compile, info, images)
 
     @classmethod
     def load(cls, spec: str | Path, device: str | torch.device = "auto", **kwargs) -> Classifier:

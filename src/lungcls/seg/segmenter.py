@@ -8,6 +8,7 @@ call it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,12 @@ from .. import builtin
 from ..atomic import write_bytes
 from ..checkpoint import load_state
 from ..config import PostprocessConfig, SegmenterConfig, to_dict
-from ..engine.device import autocast, inference_batch_size, resolve_device
+from ..engine.device import autocast
 from ..masking import lung_boxes
 from ..models.unet import build_segmenter, own_state, smp_config
 from ..progress import progress_bar
-from ..store import read_model, write_model
+from ..store import read_model
+from ..trained import TrainedModel
 from .postprocess import postprocess
 from .task import SegmentationTask
 
@@ -59,7 +61,7 @@ class MaskBatch:
     probs: torch.Tensor | None = None
 
 
-class Segmenter:
+class Segmenter(TrainedModel):
     """A trained lung U-Net and its post-processing.
 
     Args:
@@ -85,14 +87,8 @@ class Segmenter:
         info: dict | None = None,
         images: dict[str, list[str]] | None = None,
     ) -> None:
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cfg, self.post, self.amp = cfg, post or PostprocessConfig(), amp
-        self.batch_size = inference_batch_size(self.device, batch_size, on_gpu=64)
-        self.task = SegmentationTask(model.eval(), cfg, self.device)
-        self.model = self.task.model  # the plain module (saving, export)
-        self.forward = torch.compile(self.model) if compile else self.model
-        self.info = dict(info or {})
-        self.images = images
+        self.cfg, self.post = cfg, post or PostprocessConfig()
+        self._place(partial(SegmentationTask, model.eval(), cfg), device, amp, batch_size, 64, compile, info, images)
 
     @classmethod
     def load(cls, spec: str | Path | None = None, device: str | torch.device = "auto", **kwargs) -> Segmenter:
@@ -121,16 +117,6 @@ class Segmenter:
             **info,
             **smp_config(self.cfg),
         }
-
-    def save(self, folder: str | Path) -> str:
-        """Write ``config.json``, ``model.safetensors`` (and ``images.json``) into ``folder``; returns the weights'
-        SHA-256."""
-        return write_model(folder, self.to_config(), self.model.state_dict(), self.images)
-
-    @property
-    def seen_images(self) -> set[str]:
-        """Content hashes of the images it was trained or validated on (empty when not recorded)."""
-        return set((self.images or {}).get("Train", [])) | set((self.images or {}).get("Val", []))
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
