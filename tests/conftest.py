@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import csv
+import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,3 +88,22 @@ def small_copy(src: Path, dst: Path, per_class: int) -> None:
             w = csv.DictWriter(out, fieldnames=reader.fieldnames)
             w.writeheader()
             w.writerows(rows)
+
+
+def phantom_scans(folder: Path, n: int, seed: int) -> Path:
+    """``n`` SYNTHETIC phantom CXRs (64 px) as ``scan<k>.png`` in ``folder``: inputs for the per-file commands."""
+    from lungcls.data.phantoms import make_phantom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        cv2.imwrite(str(folder / f"scan{k}.png"), make_phantom(rng, k % 3, 64)[0])
+    return folder
+
+
+def tiny_configs():
+    """A tiny U-Net, a tiny masked classifier and one CPU epoch: models trained in seconds for the user-path tests."""
+    from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
+
+    return (SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8], image_size=32),
+            ClassifierConfig(arch="resnet18", image_size=32, mode="masked"), TrainConfig(epochs=1, batch_size=8, device="cpu"))

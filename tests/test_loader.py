@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lungcls.data import PackedCache, prepare_cache
 from lungcls.config import AugmentConfig
+from lungcls.data import PackedCache, prepare_cache
 from lungcls.data.augment import DeviceAugment
 from lungcls.data.dataset import ImageDataset, default_albumentations
 from lungcls.data.loader import CacheLoader

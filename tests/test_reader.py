@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -160,3 +161,13 @@ def test_dicom_monochrome1_is_inverted_and_windowed(tmp_path):
     assert mono2[:, 0].mean() < 10 and mono2[:, -1].mean() > 245
     assert np.abs(mono1.astype(int) - (255 - mono2.astype(int))).max() <= 1
     assert decode_image(tmp_path / "m1.dcm").mode == "DICOM MONOCHROME1"
+
+
+def test_an_image_over_the_size_limit_gets_one_message_whichever_library_notices(tmp_path):
+    said = []
+    for name, side in (("pil.png", 100_000), ("ours.png", 12_000)):  # PIL's own bomb check first; ours first
+        with pytest.raises(ImageReadError) as err:
+            read_image(_bomb_png(tmp_path / name, side, side))
+        said.append(err.value.reason)
+    pattern = r"image has [\d,]+ pixels( \(\d+x\d+\))?, over the limit of 100,000,000; refused before decoding"
+    assert all(re.match(pattern, reason) for reason in said), said

@@ -17,8 +17,8 @@ from lungcls.cli import app
 from lungcls.config import PostprocessConfig, SegmenterConfig, TrainConfig, from_dict
 from lungcls.data import PackedCache, discover, make_split, prepare_cache
 from lungcls.engine.trainer import seed_everything
-from lungcls.seg.metrics import hausdorff95, mask_scores
 from lungcls.seg.components import count_components, label_components
+from lungcls.seg.metrics import hausdorff95, mask_scores
 from lungcls.seg.postprocess import mask_flags, postprocess, postprocess_cpu, postprocess_device
 from lungcls.seg.segmenter import Segmenter
 from lungcls.seg.train import train_segmenter

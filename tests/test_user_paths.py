@@ -17,13 +17,12 @@ from typer.testing import CliRunner
 
 from lungcls import CheckpointError, Pipeline
 from lungcls.cli import app
-from lungcls.config import ClassifierConfig, SegmenterConfig, TrainConfig
-from lungcls.data.phantoms import make_phantom, write_phantom_set
+from lungcls.data.phantoms import write_phantom_set
+
+from .conftest import phantom_scans, tiny_configs
 
 runner = CliRunner()
-TINY_SEG = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8], image_size=32)
-TINY_CLS = ClassifierConfig(arch="resnet18", image_size=32, mode="masked")
-ONE_EPOCH = TrainConfig(epochs=1, batch_size=8, device="cpu")
+TINY_SEG, TINY_CLS, ONE_EPOCH = tiny_configs()
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +39,7 @@ def runs(tmp_path_factory) -> Path:
 
 
 def scans(folder: Path, n: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    for k in range(n):
-        cv2.imwrite(str(folder / f"scan{k}.png"), make_phantom(rng, k % 3, 64)[0])
-    return folder
+    return phantom_scans(folder, n, seed=1)
 
 
 @pytest.mark.parametrize("command", ["segment", "classify", "predict"])

@@ -150,6 +150,16 @@ def run_stage(
 ) -> TrainResult:
     """Train ``stage`` on ``data`` into the run folder ``out``, then evaluate it (see the module's docstring).
 
+    Args:
+        data: dataset roots, CSV manifests or one packed cache.
+        cache_dir: where to cache ``data`` (default ``out/cache``).
+        resume: continue the interrupted run in ``out`` with its saved settings; ``overwrite``: replace the run
+            in ``out`` (neither: a folder that holds a run is refused).
+        progress: progress bars; on_epoch_end: called with (epoch, record) after each epoch.
+        strict: refuse data leaks (a patient or picture in two splits, evaluated images a model saw) instead
+            of warning.
+        tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
+
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
     """

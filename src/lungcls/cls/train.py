@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,13 +191,7 @@ def train_classifier(
     weights: str | Path | None = None,
     classes: Sequence[str] | None = None,
     hold_out: str | None = None,
-    cache_dir: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    strict: bool = False,
-    tensorboard: bool = False,
+    **run: Any,
 ) -> TrainResult:
     """Train the classifier on ``data`` in ``config.mode``, calibrate it on Val, and evaluate it on Val and Test.
 
@@ -210,27 +205,15 @@ def train_classifier(
         classes: the class set, in output order (default: the classes found in the data).
         hold_out: a source set to hold out as Test (external validation): the classifier trains and
             validates on the other sources and is tested on this one.
-        resume: continue an interrupted run in ``out``; ``overwrite``: replace the run in ``out``.
-        strict: refuse data leaks (a patient or picture in two splits; Val/Test images the segmenter saw)
-            instead of warning.
-        tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
+        run: the run's options, those of :func:`lungcls.stage.run_stage`: ``cache_dir``, ``resume``,
+            ``overwrite``, ``progress``, ``on_epoch_end``, ``strict`` (refuse data leaks, including Val/Test
+            images the segmenter saw, instead of warning), ``tensorboard``.
 
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
     """
     stage = ClassifierStage(config, train, segmenter=segmenter, weights=weights, classes=classes, hold_out=hold_out)
-    return run_stage(
-        stage,
-        data,
-        out,
-        cache_dir=cache_dir,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-        strict=strict,
-        tensorboard=tensorboard,
-    )
+    return run_stage(stage, data, out, **run)
 
 
 def _segmenter_for(model: ClassifierConfig, segmenter: SegmenterLike | None, device: torch.device) -> Segmenter | None:

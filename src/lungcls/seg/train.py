@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,14 +109,8 @@ def train_segmenter(
     train: TrainConfig | None = None,
     post: PostprocessConfig | None = None,
     *,
-    cache_dir: str | Path | None = None,
     encoder_weights: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    strict: bool = False,
-    tensorboard: bool = False,
+    **run: Any,
 ) -> TrainResult:
     """Train a lung U-Net on the images of ``data`` that have lung masks, then evaluate it on Val and Test.
 
@@ -125,22 +120,9 @@ def train_segmenter(
             ``eval_seg_*``); refused when it holds a run, unless ``resume`` or ``overwrite``.
         config, train: default :func:`lungcls.recipes.segmenter_recipe` (``"auto"``: the GPU recipe where
             there is a GPU, else the CPU recipe).
-        cache_dir: where to cache ``data`` (default ``out/cache``); images are cached at the working size (or
-            the model's size if larger) and resized to the model's size on the device.
         encoder_weights: start the encoder from ``"imagenet"`` (smp's local cache) or a weights file.
-        resume: continue an interrupted run in ``out`` with its saved configuration.
-        tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
+        run: the run's options, those of :func:`lungcls.stage.run_stage`: ``cache_dir`` (default ``out/cache``;
+            images are cached at the working size, or the model's if larger), ``resume``, ``overwrite``,
+            ``progress``, ``on_epoch_end``, ``strict``, ``tensorboard``.
     """
-    stage = SegmenterStage(config, train, post, encoder_weights)
-    return run_stage(
-        stage,
-        data,
-        out,
-        cache_dir=cache_dir,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-        strict=strict,
-        tensorboard=tensorboard,
-    )
+    return run_stage(SegmenterStage(config, train, post, encoder_weights), data, out, **run)
