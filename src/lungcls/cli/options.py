@@ -301,24 +301,25 @@ class ClassifierOptions:
 
 
 def with_options(fn: Callable) -> Callable:
-    """Add the options of every group ``fn`` takes (a parameter annotated :class:`Common` or :class:`Training`; Common
-    is added to every command even when ``fn`` does not take it; :class:`ClassifierOptions` too) to its signature,
-    and build the group objects
-    from them when it is called. ``-q`` and ``-v`` take effect before ``fn`` runs."""
+    """Add the options of every group ``fn`` takes (a parameter annotated with a group of :data:`GROUPS`;
+    :class:`Common` is added to every command, even one that does not take it) to its signature, and build the
+    group objects from them when it is called. ``-q`` and ``-v`` take effect before ``fn`` runs."""
     signature = inspect.signature(fn, eval_str=True)
     groups = {name: p.annotation for name, p in signature.parameters.items() if p.annotation in GROUPS}
     wants_common = "common" in groups
     groups.setdefault("common", Common)
     own = [p for name, p in signature.parameters.items() if name not in groups]
     added = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         for cls in groups.values()
-        for f in _fields(cls)
+        for name, default, annotation in _options(cls)
     ]
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
-        built = {name: cls(**{f.name: kwargs.pop(f.name) for f in _fields(cls)}) for name, cls in groups.items()}
+        built = {
+            group: cls(**{name: kwargs.pop(name) for name, _, _ in _options(cls)}) for group, cls in groups.items()
+        }
         common = _merged(built["common"])
         configure_output(common.verbose, common.quiet)
         if wants_common:
@@ -335,9 +336,10 @@ def with_options(fn: Callable) -> Callable:
 GROUPS = (Common, Training, ClassifierOptions)
 
 
-def _fields(cls: type) -> list:
+def _options(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, default, Typer annotation) of each option of a group."""
     hints = inspect.get_annotations(cls, eval_str=True)
-    return [type("Field", (), {"name": f.name, "default": f.default, "type": hints[f.name]}) for f in fields(cls)]
+    return [(f.name, f.default, hints[f.name]) for f in fields(cls)]
 
 
 def _merged(own: Common) -> Common:
