@@ -17,6 +17,7 @@ from ..checkpoint import unwrap
 from ..config import ClassifierConfig, TrainConfig, from_dict, to_dict
 from ..data.augment import DeviceAugment
 from ..data.manifest import order_classes
+from ..defaults import TEMPERATURE_BOUNDS
 from ..engine.distributed import Ranks
 from ..errors import DataError
 from ..model_card import classifier_summary
@@ -26,7 +27,7 @@ from ..runs import TrainResult, images_record, split_rows
 from ..seg.segmenter import Segmenter
 from ..stage import DataRequest, Stage, run_stage
 from ..store import linked_segmenter, segmenter_record
-from .calibration import TEMPERATURE_BOUNDS, fit_temperature
+from .calibration import fit_temperature
 from .classifier import Classifier
 from .evaluate import check_segmenter_leak, predict, report_of
 from .report import ClassificationReport, write_classification_report

@@ -274,8 +274,8 @@ class _Fit:
         self.bad_epochs = 0
         r.best_epoch, r.best_metric = epoch + 1, float(score)
         r.metrics = {"best_epoch": epoch + 1, **{k: v for k, v in record.items() if k.startswith("val_")}}
-        r.best_state = cpu_state(self.ema.model if self.ema else self.task.model)
-        if self.ranks.main:
+        if self.ranks.main:  # only rank 0 writes the weights and makes the trained model from them
+            r.best_state = cpu_state(self.ema.model if self.ema else self.task.model)
             r.best_sha256 = save_tensors(self.dir / "model.safetensors", r.best_state)
             write_json(self.dir / "config.json", self.config())
 
