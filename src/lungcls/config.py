@@ -206,7 +206,7 @@ class TrainConfig:
     """The shared training engine's settings.
 
     Attributes:
-        epochs: passes over the training split.
+        epochs: passes over the training split (the most, under a ``time_budget``).
         batch_size: images per step.
         lr: peak learning rate of AdamW, reached after ``warmup_epochs`` then cosine-decayed to
             ``lr * min_lr_ratio``.
@@ -229,6 +229,14 @@ class TrainConfig:
             smoothing spread evenly), classification only.
         ema_epochs: keep an exponential moving average of the weights with this time constant in
             epochs, validate and save the average (0 = off).
+        optimizer: ``adamw``, or ``sgd`` (momentum 0.9, Nesterov); both follow the same schedule.
+        mix: probability that a training batch is mixed (classification only): each image with another of
+            the batch, by ``mix_mode``, the loss mixed in the same proportion (0 = off).
+        mix_mode: ``mixup`` (pixel blend), ``cutmix`` (a pasted box) or ``both`` (either, evenly); the share
+            of the other image is drawn uniformly (Beta(1, 1)) per batch.
+        time_budget: seconds the whole run may take (data preparation, training, the final evaluation): it
+            trains as many epochs as fit, at most ``epochs``, and always evaluates and saves (None = no budget;
+            see :mod:`lungcls.engine.budget`).
     """
 
     epochs: int = field(default=40, metadata=limits(1, 100_000))
@@ -250,6 +258,10 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata=limits(0.0, 0.99))
     class_weighting: bool = False
     ema_epochs: float = field(default=0.0, metadata=limits(0.0, 100_000))
+    optimizer: str = field(default="adamw", metadata=limits(choices=("adamw", "sgd")))
+    mix: float = field(default=0.0, metadata=limits(0.0, 1.0))
+    mix_mode: str = field(default="both", metadata=limits(choices=("mixup", "cutmix", "both")))
+    time_budget: float | None = field(default=None, metadata=limits(1.0, 1e7))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ A stage (the lung segmenter, the classifier, any further model) is a Task for th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from .data.cache import PackedCache
 from .data.loader import CacheLoader
 from .data.training_data import open_training_data
 from .engine.distributed import Ranks, main_first, rank_batch_size, setup
+from .engine.budget import TimeBudget
 from .engine.trainer import FitResult, Task, fit, seed_everything
 from .runs import TrainResult, data_record, environment, images_record, start_run
 from .tensorboard import TensorBoardLogger
@@ -163,7 +165,7 @@ def run_stage(
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
     """
-    out = Path(out)
+    out, started = Path(out), time.monotonic()
     saved = start_run(out, stage.kind, resume, overwrite)
     stage.configure(saved, out)
     ranks, device = setup(stage.train.device)
@@ -186,10 +188,13 @@ def run_stage(
         "training on %d images, validating on %d, device %s", len(stage.rows["Train"]), len(stage.rows["Val"]), device
     )
     train, val = (stage.loader(split, device, ranks) for split in ("Train", "Val"))
-    result = fit(task, train, val, stage.train, out, record, resume, progress, on_epoch_end, ranks)
+    budget = None
+    if stage.train.time_budget is not None:  # counted from the start of the run; its end evaluates Val and Test
+        budget = TimeBudget(stage.train.time_budget, started, len(stage.rows["Val"]) + len(stage.rows["Test"]))
+    result = fit(task, train, val, stage.train, out, record, resume, progress, on_epoch_end, ranks, budget)
     if not ranks.main:  # rank 0 makes the model, evaluates it and writes the reports
         return TrainResult(out, result, None, split=made)
-    model, reports = _finish(stage, task, result, record, out, progress)
+    model, reports = _finish(stage, task, result, record, out, progress, started)
     return TrainResult(out, result, model, reports, split=made)
 
 
@@ -208,9 +213,11 @@ def _open_data(
     )
 
 
-def _finish(stage: Stage, task: Task, result: FitResult, record: dict, out: Path, progress: bool) -> tuple[Any, dict]:
+def _finish(
+    stage: Stage, task: Task, result: FitResult, record: dict, out: Path, progress: bool, started: float
+) -> tuple[Any, dict]:
     """The trained model from the best weights in memory, its evaluation reports (written), and the complete
-    ``config.json``."""
+    ``config.json`` (with how long the run took and how many epochs it planned and trained)."""
     load_state(task.model, result.best_state, out / "model.safetensors")
     info = {k: v for k, v in record.items() if k not in stage.record() and k != "kind"} | {"metrics": result.metrics}
     info["source"] = {"origin": "run", "name": str(out), "sha256": result.best_sha256}
@@ -221,7 +228,12 @@ def _finish(stage: Stage, task: Task, result: FitResult, record: dict, out: Path
             reports[split.lower()] = stage.evaluate(model, split, progress)
             stage.write_report(reports[split.lower()], out)
     model.info["evaluation"] = {k: stage.summary(r) for k, r in reports.items()}
-    write_json(out / "config.json", {**model.to_config(), "status": "complete", "weights_sha256": result.best_sha256})
+    took = {"epochs_planned": result.epochs, "epochs_trained": len(result.history)}
+    took["seconds"] = round(time.monotonic() - started, 2)
+    write_json(
+        out / "config.json",
+        {**model.to_config(), "status": "complete", "weights_sha256": result.best_sha256, "run": took},
+    )
     return model, reports
 
 

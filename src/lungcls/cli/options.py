@@ -189,6 +189,14 @@ class Training:
         Optional[float],
         opt("Validate and save a moving average of the weights, time constant in epochs (0 = off).", "EPOCHS"),
     ] = None
+    time_budget: Annotated[
+        Optional[float],
+        opt(
+            "Seconds the whole run may take: it measures its first epochs, trains as many as fit (at most --epochs) "
+            "and always evaluates and saves.",
+            "SECONDS",
+        ),
+    ] = None
     device: Annotated[Optional[str], opt("Where to run: auto (CUDA if present), cpu, cuda or cuda:N.", "DEVICE")] = None
     compile: Annotated[bool, opt("torch.compile the model (faster on a GPU after a warm-up).", "", "--compile")] = False
     deterministic: Annotated[
@@ -240,6 +248,7 @@ class Training:
             "patience": self.patience,
             "seed": self.seed,
             "ema_epochs": self.ema_epochs,
+            "time_budget": self.time_budget,
             "device": common.device(self.device),
             "compile": self.compile or None,
             "deterministic": self.deterministic or None,
@@ -277,7 +286,14 @@ class ClassifierOptions:
     pretrained: Annotated[
         bool, opt("Start from ImageNet weights in torchvision's local cache (never downloaded).", "", "--pretrained")
     ] = False
-    weights: Annotated[Optional[Path], opt("Start from this ImageNet weights file.", "FILE")] = None
+    weights: Annotated[
+        Optional[Path],
+        opt(
+            "Start from this weights file: ImageNet weights, or the model.safetensors of a lung U-Net with the same "
+            "encoder (in-domain pretraining, e.g. train-seg --encoder resnet50).",
+            "FILE",
+        ),
+    ] = None
 
     def recipe_overrides(self) -> dict[str, Any]:
         """The recipe fields given (None: the recipe's)."""

@@ -1,7 +1,7 @@
 """``fit``: the only training loop in lungcls, shared by segmentation and classification.
 
 A stage supplies a Task (model, training loss of a batch, evaluation of a loader, the name of
-its validation metric); ``fit`` owns everything else: AdamW with warm-up + cosine schedule,
+its validation metric); ``fit`` owns everything else: AdamW (or SGD) with warm-up + cosine schedule,
 autocast, gradient clipping, an optional moving average of the weights (EMA), per-epoch
 validation, best/last checkpoints, resume, early stopping, history files and the progress bar.
 
@@ -34,6 +34,7 @@ from ..config import TrainConfig
 from ..errors import LungclsError
 from ..progress import progress_bar
 from ..store import load_tensors, read_json, save_tensors
+from .budget import TimeBudget
 from .device import autocast
 from .distributed import Ranks, barrier, same_weights, wrap
 from .distributed import mean as distributed_mean
@@ -66,6 +67,7 @@ class FitResult:
         best_state: the kept weights (CPU tensors), to build the trained model from without reading files.
         best_sha256: SHA-256 of ``model.safetensors`` as written.
         stopped_early: the patience ran out.
+        epochs: the epochs planned in all (``cfg.epochs``, or fewer when a time budget set them).
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -75,6 +77,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     best_sha256: str | None = None
     stopped_early: bool = False
+    epochs: int = 0
 
 
 @dataclass
@@ -144,6 +147,16 @@ def learning_rate(step: int, total: int, warmup: int, cfg: TrainConfig) -> float
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_for(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, or SGD with Nesterov momentum (``cfg.optimizer``); fused (one kernel per step) on CUDA."""
+    fused = device.type == "cuda"
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=fused
+        )
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
 def fit(
     task: Task,
     train: Any,
@@ -155,6 +168,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     ranks: Ranks | None = None,
+    budget: TimeBudget | None = None,
 ) -> FitResult:
     """Train ``task.model`` on ``train`` batches, validating on ``val`` after every epoch.
 
@@ -169,6 +183,8 @@ def fit(
             DistributedDataParallel, ``train`` must serve this rank's shard, the train loss is
             averaged over ranks, every rank validates on the whole of ``val`` (so early stopping
             agrees), and only rank 0 writes files, logs and progress bars.
+        budget: train only as many epochs (at most ``cfg.epochs``) as fit in it, measured as training goes
+            (see :mod:`lungcls.engine.budget`); the schedule follows the planned number.
 
     Ctrl-C (``KeyboardInterrupt``) first saves where training stands, even in the middle of an epoch, then
     goes on up: ``resume`` continues from there with the same batches and augmentation draws. ``task.model``
@@ -177,9 +193,9 @@ def fit(
     plain = task.model
     try:
         with deterministic_kernels(cfg.deterministic):
-            return _Fit(task, train, val, cfg, Path(run_dir), run_config, progress, on_epoch_end, ranks or Ranks()).run(
-                resume
-            )
+            fitting = _Fit(task, train, val, cfg, Path(run_dir), run_config, progress, on_epoch_end, ranks or Ranks())
+            fitting.budget = budget
+            return fitting.run(resume)
     finally:
         task.model = plain
 
@@ -201,16 +217,14 @@ class _Fit:
     ) -> None:
         self.task, self.train, self.val, self.cfg, self.dir, self.ranks = task, train, val, cfg, run_dir, ranks
         self.run_config, self.progress, self.on_epoch_end = run_config, progress and ranks.main, on_epoch_end
-        # fused: one kernel per step for all parameters on CUDA
-        self.optimizer = torch.optim.AdamW(
-            unwrap(task.model).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=task.device.type == "cuda"
-        )
+        self.optimizer = optimizer_for(unwrap(task.model), cfg, task.device)
         self.steps = len(train)
         if self.steps == 0:
             raise LungclsError(f"no training batches: fewer training images than --batch-size {cfg.batch_size}")
         self.warmup = int(cfg.warmup_epochs * self.steps)
         self.ema = EMA(task.model, ema_decay(cfg.ema_epochs, self.steps)) if cfg.ema_epochs > 0 else None
         self.result, self.bad_epochs, self.position, self.throttle = FitResult(), 0, Position(), _Throttle()
+        self.result.epochs, self.budget = cfg.epochs, None
 
     def run(self, resume: bool) -> FitResult:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -222,10 +236,12 @@ class _Fit:
         if self.ranks.main:
             write_json(self.dir / "config.json", self.config())
         try:
-            for epoch in range(self.position.epoch, self.cfg.epochs):
+            epoch = self.position.epoch
+            while epoch < self.result.epochs:
                 if self.epoch(epoch):
                     self.result.stopped_early = True
                     break
+                epoch += 1
         except KeyboardInterrupt:
             if self.ranks.main:
                 self.save_last({"world_size": self.ranks.world, "interrupted": True})
@@ -242,18 +258,29 @@ class _Fit:
         """Train, validate, keep and save one epoch; True when the patience has run out."""
         task, cfg, ranks = self.task, self.cfg, self.ranks
         record = _train_epoch(
-            task, self.train, self.optimizer, cfg, self.warmup, self.progress, self.ema, self.position
+            task,
+            self.train,
+            self.optimizer,
+            cfg,
+            self.warmup,
+            self.progress,
+            self.ema,
+            self.position,
+            self.result.epochs,
         )
         record["train_loss"] = distributed_mean(record["train_loss"], ranks, task.device)
         if self.val is not None:
+            started = time.perf_counter()
             record.update(_validate(task, self.val, cfg, self.ema))
+            record["val_seconds"] = time.perf_counter() - started
         self.result.history.append(record)
         self.keep_if_best(epoch, record)
         self.position = Position(epoch + 1)
+        self.replan(epoch + 1, record)
         agree = same_weights(unwrap(task.model), ranks, task.device)
         stop = bool(cfg.patience) and self.bad_epochs >= cfg.patience
         if ranks.main:
-            if stop or epoch + 1 == cfg.epochs or self.throttle.due():
+            if stop or epoch + 1 == self.result.epochs or self.throttle.due():
                 with self.throttle:
                     self.save_last({"world_size": ranks.world, "weights_agree": agree})
             _write_history(self.dir, self.result.history)
@@ -263,6 +290,22 @@ class _Fit:
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, record)
         return stop
+
+    def replan(self, done: int, record: dict) -> None:
+        """Under a time budget: the epochs that fit, from what this epoch cost (over ranks: the mean plan)."""
+        if self.budget is None:
+            return
+        val_seconds = record.get("val_seconds", 0.0)
+        val_img_s = (
+            len(self.val.rows) / val_seconds if self.val is not None and val_seconds > 0 else record["train_img_s"]
+        )
+        planned = self.budget.plan(
+            done, self.result.epochs, self.cfg.epochs, record["seconds"] + val_seconds, val_img_s
+        )
+        planned = int(distributed_mean(float(planned), self.ranks, self.task.device))  # every rank the same
+        if planned != self.result.epochs:
+            log.info("time budget: %d epochs in all (%.0f s left)", planned, self.budget.left())
+        self.result.epochs = record["epochs_planned"] = planned
 
     def keep_if_best(self, epoch: int, record: dict) -> None:
         """Keep (and on rank 0 write) the epoch's weights when its validation metric is the best so far."""
@@ -290,7 +333,7 @@ class _Fit:
             self.position.epoch - 1,
             self.result,
             self.bad_epochs,
-            extra,
+            {**extra, "epochs_planned": self.result.epochs},
             self.ema,
             position=self.position,
         )
@@ -339,9 +382,11 @@ def _train_epoch(
     progress: bool,
     ema: EMA | None,
     position: Position,
+    epochs: int,
 ) -> dict[str, float]:
     """One pass over ``train`` from ``position`` (the start of an epoch, or a step inside it when resuming),
-    which it keeps up to date; returns the epoch's record (mean train loss, last lr, time, images/s)."""
+    which it keeps up to date; ``epochs``: the epochs planned in all (the schedule's length). Returns the epoch's
+    record (mean train loss, last lr, time, images/s)."""
     epoch, steps, start = position.epoch, len(train), position.step
     train.set_epoch(epoch)
     generator = torch.Generator(device=task.device).manual_seed(cfg.seed * 1_000_003 + epoch + 1)
@@ -352,9 +397,9 @@ def _train_epoch(
     # summed on the device: no wait for the GPU each step
     position.loss_sum = torch.full((), float(position.loss_sum), device=task.device)
     task.model.train()
-    bar = _bar(progress, steps, f"epoch {epoch + 1}/{cfg.epochs}", initial=start)
+    bar = _bar(progress, steps, f"epoch {epoch + 1}/{epochs}", initial=start)
     for k, batch in enumerate(itertools.islice(iter(train), start, None), start=start):
-        lr = learning_rate(epoch * steps + k, cfg.epochs * steps, warmup, cfg)
+        lr = learning_rate(epoch * steps + k, epochs * steps, warmup, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _step(task, batch, generator, optimizer, cfg)
@@ -462,6 +507,7 @@ def _resume(
         ema.load_state_dict(averaged or weights)  # a run saved without EMA starts its average here
     restore_optimizer(optimizer, tensors, state["param_groups"])
     result.history, result.best_epoch, result.best_metric = state["history"], state["best_epoch"], state["best_metric"]
+    result.epochs = state.get("epochs_planned", result.epochs)
     if result.best_epoch > 0 and (run_dir / "model.safetensors").is_file():
         config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
         result.best_sha256 = config.get("weights_sha256")
