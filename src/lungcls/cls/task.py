@@ -13,6 +13,7 @@ from ..config import ClassifierConfig
 from ..data.augment import DeviceAugment
 from ..engine.device import memory_format
 from ..masking import crop_and_mask
+from .mixing import mix_batch
 from ..preprocess import normalize
 
 
@@ -24,6 +25,7 @@ class ClassificationTask:
     """
 
     metric, goal = "macro_f1", "max"  # the validation metric that picks the best epoch, and which way is better
+    mix, mix_mode = 0.0, "both"  # Mixup/CutMix of training batches (see lungcls.cls.mixing); off unless set
 
     def __init__(
         self,
@@ -77,6 +79,12 @@ class ClassificationTask:
             x, lungs = self.augment(x, lungs, generator)
             if self.masked:  # photometric augmentation moved the background: outside the lungs is 0 again
                 x = x * (lungs | empty[:, None, None, None]).to(x.dtype)
+        if self.mix > 0:
+            x, partner, lam = mix_batch(x, self.mix, self.mix_mode, generator)
+            logits = self.logits(self.normalize(x))
+            own = weighted_cross_entropy(logits, batch.labels, self.class_weights, self.label_smoothing)
+            other = weighted_cross_entropy(logits, batch.labels[partner], self.class_weights, self.label_smoothing)
+            return lam * own + (1 - lam) * other
         return weighted_cross_entropy(
             self.logits(self.normalize(x)), batch.labels, self.class_weights, self.label_smoothing
         )

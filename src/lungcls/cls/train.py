@@ -128,9 +128,11 @@ class ClassifierStage(Stage):
         train, k = self.train, self.model.num_classes
         weights = class_weights(self.labels[self.rows["Train"]], k) if train.class_weighting else None
         net = build_classifier(self.model, self.weights if fresh else None)
-        return ClassificationTask(
+        task = ClassificationTask(
             net, self.model, device, DeviceAugment(train.augment), train.channels_last, train.label_smoothing, weights
         )
+        task.mix, task.mix_mode = train.mix, train.mix_mode
+        return task
 
     def loader_options(self) -> dict:
         return {"with_masks": self.model.mode != "raw", "masks": self.masks, "labels": self.labels}

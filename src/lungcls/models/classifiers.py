@@ -59,24 +59,44 @@ def classifier_arch(name: str) -> ClassifierArch:
 def build_classifier(cfg: ClassifierConfig, weights: str | Path | None = None) -> torch.nn.Module:
     """The architecture ``cfg.arch``: input float (N, 1, S, S) normalised, output logits (N, num_classes).
 
-    The architecture comes from ``cfg`` alone. ``weights`` (``"imagenet"``: torchvision's local cache,
-    or a weights file) are read only when training starts, never when a trained model is loaded: they
-    are loaded first, then the stem is made 1-channel by summing its RGB filters and the head is replaced.
+    The architecture comes from ``cfg`` alone. ``weights`` are read only when training starts, never when a
+    trained model is loaded:
+
+    - ``"imagenet"`` (torchvision's local cache) or a torchvision weights file: loaded first, then the stem is
+      made 1-channel by summing its RGB filters and the head is replaced;
+    - the ``model.safetensors`` of a lung U-Net with the same encoder (in-domain pretraining on lung masks, no
+      download): its ``encoder.*`` weights, 1-channel stem included, go into the classifier's body; the
+      head starts fresh.
     """
     import torch
     import torchvision.models
 
     arch = classifier_arch(cfg.arch)
     model = getattr(torchvision.models, arch.builder)(weights=None)
-    if weights is not None:
-        state = imagenet_state_dict(cfg.arch, None if weights == "imagenet" else weights)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"weights do not fit torchvision's {cfg.arch} ({str(e).splitlines()[0]})") from None
+    state = imagenet_state_dict(cfg.arch, None if weights == "imagenet" else weights) if weights is not None else {}
+    encoder = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    if state and not encoder:
+        _load(model, state, cfg.arch, strict=True)
     setattr(model, arch.stem, gray_stem(getattr(model, arch.stem)))
     setattr(model, arch.head, torch.nn.Linear(getattr(model, arch.head).in_features, cfg.num_classes))
+    if encoder:
+        _load(model, encoder, cfg.arch, strict=False)
     return model
+
+
+def _load(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, strict: bool) -> None:
+    """Load ``state``; not ``strict`` (a U-Net's encoder): every tensor of the body must be there, the head may not."""
+    try:
+        result = model.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights do not fit torchvision's {arch} ({str(e).splitlines()[0]})") from None
+    head = classifier_arch(arch).head + "."
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"the encoder weights do not fit torchvision's {arch}: missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]} (a U-Net with a {arch} encoder of depth 5 fits)"
+        )
 
 
 def cam_layer(model: torch.nn.Module, arch: str) -> torch.nn.Module:
