@@ -57,11 +57,17 @@ def disk_kib(paths: list[Path]) -> int:
     return total
 
 
+NEVER_CARRIED = {".git", ".gpu_data", ".whl", ".venv", "__pycache__", ".pytest_cache"}  # ignored or carried apart
+
+
 def checkout_files(repo: Path = REPO) -> list[Path]:
-    """What every call carries: tracked files and untracked files git does not ignore."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                         capture_output=True, check=True).stdout  # fmt: skip
-    return [repo / f for f in out.decode().split("\0") if f and (repo / f).is_file()]
+    """What every call carries: tracked files and untracked files git does not ignore (in a copy of the files
+    that is no git checkout, as in the rehearsal: every file but those git ignores here)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True)  # fmt: skip
+    if listed.returncode == 0 and (repo / ".git").exists():
+        return [repo / f for f in listed.stdout.decode().split("\0") if f and (repo / f).is_file()]
+    return [f for f in repo.rglob("*") if f.is_file() and not NEVER_CARRIED & set(f.relative_to(repo).parts)]
 
 
 def travel_kib(carry: list[Path], repo: Path = REPO) -> int:

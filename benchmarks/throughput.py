@@ -101,6 +101,21 @@ def profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
         return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
+def kernel_time_us(prof) -> float:
+    """Microseconds in which at least one device kernel ran: the union of the kernels' intervals. (Summing the
+    "self device time" of every profiler row counts kernel time twice: once on the kernel, once on the CPU op
+    that launched it.)"""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    return busy
+
+
 def _profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -115,7 +130,7 @@ def _profile(name: str, fn, device: torch.device, out: Path | None) -> dict:
     events = prof.key_averages()
     on_device = device.type == "cuda"
     key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-    busy = sum(getattr(e, key) for e in events) if on_device else float("nan")
+    busy = kernel_time_us(prof) if on_device else float("nan")
     table = events.table(sort_by=key if on_device else "self_cpu_time_total", row_limit=25)
     summary = {"wall_ms": wall_us / 1e3, "device_busy_ms": busy / 1e3 if on_device else None,
                "device_busy_share": busy / wall_us if on_device else None}  # fmt: skip

@@ -1,9 +1,12 @@
-"""The GPU check rehearsed the way the GPU machine runs it: from a copy of the repository with nothing beside
-it, the data passed as the argument, tiny models (SMOKE=1); every step must end well and write its results."""
+"""The GPU plan rehearsed the way the GPU machine runs it: from a copy of the repository with nothing beside it,
+each call carrying one archive made by gpu_pack.py (sized as the device tool counts), tiny models (SMOKE=1), a
+budget in seconds that every step keeps; the recipe study ranks on Val and evaluates Test for its choice alone."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,60 +18,75 @@ from .conftest import small_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = ("ieee8023-radiologist100", "ieee8023-v7labs427", "nih-cxr8", "covid19-radiography")
+BUDGETS = {"covidqu": 110, "shared": 80}  # seconds: the tiny models end well inside; the rehearsal checks they do
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory, shared_data):
-    """A copy of the tracked repository in a folder with no ``../shared``, and small real data elsewhere."""
+def box(tmp_path_factory, shared_data):
+    """A copy of the tracked repository in a folder with no ``../shared``, and its two archives in .gpu_data/."""
     root = tmp_path_factory.mktemp("gpu")
     repo = root / "box" / "lungcls"
     listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
     if listed.returncode != 0 or not listed.stdout:
         pytest.skip(f"{REPO} is not a git checkout: the rehearsal copies the tracked files (git ls-files)")
-    files = listed.stdout.split()
-    for f in files:
+    for f in listed.stdout.splitlines():
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / f, repo / f)
     assert not (repo.parent / "shared").exists() and not (repo / ".whl").exists()
     data = root / "data"
     for name in SHARED:
-        small_copy(shared_data / name, data / "shared" / name, per_class=8)
-    small_copy(shared_data / "covidqu-infseg", data / "covidqu" / "covidqu-infseg", per_class=6)
-    return repo, data
+        small_copy(shared_data / name, data / name, per_class=8)
+    small_copy(shared_data / "covidqu-infseg", data / "covidqu-infseg", per_class=6)
+    env = clean_env(repo)
+    packs = {"covidqu": ([data / "covidqu-infseg"], ["--quality", "95"]), "shared": ([data / n for n in SHARED], [])}
+    for part, (roots, extra) in packs.items():
+        cmd = [sys.executable, "benchmarks/gpu_pack.py", "pack", *map(str, roots), "--out", f".gpu_data/{part}.tar",
+               "--split", *extra]  # fmt: skip
+        made = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stderr[-2000:]
+    return repo
 
 
-def rehearse(repo: Path, part: str, data: Path, out: Path) -> str:
+def clean_env(repo: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "LUNGCLS_DATA"}
-    env.update(SMOKE="1", PYTHONPATH=str(repo / "src"), RUNS=str(out.parent / f"runs{part}"),
-               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")  # fmt: skip
-    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", part, str(data), str(out)], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    env.update(PYTHONPATH=str(repo / "src"), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    return env
+
+
+def call(repo: Path, part: str, out: Path, **env: str) -> str:
+    """One device call as the plan makes it: the size check, then gpu_check.sh with its budget."""
+    size = subprocess.run([sys.executable, "benchmarks/gpu_pack.py", "size", "--carry", f".gpu_data/{part}.tar"],
+                          cwd=repo, env=clean_env(repo), capture_output=True, text=True)  # fmt: skip
+    kib = int(size.stdout.split()[0])
+    assert kib <= 60 * 1024, size.stdout  # 64 MiB less the 4 MiB margin
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", part, f".gpu_data/{part}.tar", str(out),
+                             str(BUDGETS[part])], cwd=repo, env={**clean_env(repo), "SMOKE": "1",
+                            "WORK": str(out.parent / f"work-{part}"), **env}, capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    steps = (out / "steps.txt").read_text().splitlines()
-    assert steps and all(": exit 0," in s for s in steps), "\n".join(steps) + "\n" + result.stdout[-3000:]
+    took = int(re.search(r"exit 0, (\d+) s of", (out / "steps.txt").read_text()).group(1))
+    assert took <= BUDGETS[part], (out / "steps.txt").read_text()
+    assert "0 failed" in (out / "recipe_study.md").read_text()
     return result.stdout
 
 
 @pytest.mark.slow
-def test_part_1_shared_sets_accuracy_and_eager_speed(isolated, tmp_path):
-    repo, data = isolated
-    rehearse(repo, "1", data / "shared", tmp_path / "gpu1")
+def test_the_plan_both_calls_within_their_budgets(box, tmp_path):
     out = tmp_path / "gpu1"
-    for name in ("split_shared.log", "seg_shared_eval_seg_test.md", "cls_shared_raw_eval_test.md",
-                 "cls_shared_masked_eval_test.md", "cls_shared_masked_config.json", "throughput_cpu.json",
-                 "throughput_cpu.md"):  # fmt: skip
-        assert (out / name).is_file(), name
-    table = (out / "seg_shared_eval_seg_test.md").read_text()
-    assert "ieee8023-v7labs427" in table  # Dice per set
-    assert "| weighted avg |" in (out / "cls_shared_masked_eval_test.md").read_text()
-    assert "whole Pipeline.predict" in (out / "throughput_cpu.md").read_text()
+    call(box, "covidqu", out)
+    table = (out / "recipe_study.md").read_text()
+    for mode in ("raw", "masked-gt", "masked", "masked-cropped"):
+        assert f"| {mode} | 1 |" in table, table
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    chosen = json.loads((out / "recipe_study.json").read_text())["chosen"]["classifier"]
+    searched = [r for r in runs if r["stage"] == "cls"]
+    assert len({r["name"] for r in searched}) >= 2 and all(r.get("test") is None for r in searched)
+    for r in searched:  # Test evaluated for the chosen point alone, after the ranking
+        assert (out / "runs" / f"cls-{r['name']}-s{r['seed']}" / "eval_test.md").is_file() == (r["name"] == chosen)
+    winners = {k: (out / f"winner_{k}.json").read_text().replace("\n", "") for k in ("seg", "cls")}
 
-
-@pytest.mark.slow
-def test_part_2_covidqu_accuracy_data_throughput_and_compiled_speed(isolated, tmp_path):
-    repo, data = isolated
-    rehearse(repo, "2", data / "covidqu", tmp_path / "gpu2")
-    out = tmp_path / "gpu2"
-    for name in ("seg_covidqu_eval_seg_val.md", "seg_covidqu_eval_seg_test.md", "cls_covidqu_raw_eval_test.md",
-                 "cls_covidqu_masked_eval_test.md", "data_throughput_cpu.json", "compiled/throughput_cpu.json"):  # fmt: skip
-        assert (out / name).is_file(), name
+    out2 = tmp_path / "gpu2"
+    call(box, "shared", out2, WINNER_SEG=winners["seg"], WINNER_CLS=winners["cls"])
+    table = (out2 / "recipe_study.md").read_text()
+    assert "| masked-cropped | 1 |" in table and "(not searched here)" in table
+    assert json.loads((out2 / "winner_cls.json").read_text()) == json.loads(winners["cls"])

@@ -149,6 +149,7 @@ def run_stage(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     strict: bool = False,
     tensorboard: bool = False,
+    evaluate: Sequence[str] = ("Val", "Test"),
 ) -> TrainResult:
     """Train ``stage`` on ``data`` into the run folder ``out``, then evaluate it (see the module's docstring).
 
@@ -161,6 +162,7 @@ def run_stage(
         strict: refuse data leaks (a patient or picture in two splits, evaluated images a model saw) instead
             of warning.
         tensorboard: also log to ``out/tensorboard`` (the ``tensorboard`` extra).
+        evaluate: the splits evaluated at the end (a recipe search leaves Test out: it chooses on Val alone).
 
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.
@@ -194,7 +196,7 @@ def run_stage(
     result = fit(task, train, val, stage.train, out, record, resume, progress, on_epoch_end, ranks, budget)
     if not ranks.main:  # rank 0 makes the model, evaluates it and writes the reports
         return TrainResult(out, result, None, split=made)
-    model, reports = _finish(stage, task, result, record, out, progress, started)
+    model, reports = _finish(stage, task, result, record, out, progress, started, evaluate)
     return TrainResult(out, result, model, reports, split=made)
 
 
@@ -214,7 +216,14 @@ def _open_data(
 
 
 def _finish(
-    stage: Stage, task: Task, result: FitResult, record: dict, out: Path, progress: bool, started: float
+    stage: Stage,
+    task: Task,
+    result: FitResult,
+    record: dict,
+    out: Path,
+    progress: bool,
+    started: float,
+    splits: Sequence[str],
 ) -> tuple[Any, dict]:
     """The trained model from the best weights in memory, its evaluation reports (written), and the complete
     ``config.json`` (with how long the run took and how many epochs it planned and trained)."""
@@ -223,7 +232,7 @@ def _finish(
     info["source"] = {"origin": "run", "name": str(out), "sha256": result.best_sha256}
     model = stage.trained(task, info | {"folder": str(out)}, progress)
     reports = {}
-    for split in ("Val", "Test"):
+    for split in splits:
         if len(stage.rows[split]):
             reports[split.lower()] = stage.evaluate(model, split, progress)
             stage.write_report(reports[split.lower()], out)

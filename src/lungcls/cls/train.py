@@ -210,7 +210,8 @@ def train_classifier(
             validates on the other sources and is tested on this one.
         run: the run's options, those of :func:`lungcls.stage.run_stage`: ``cache_dir``, ``resume``,
             ``overwrite``, ``progress``, ``on_epoch_end``, ``strict`` (refuse data leaks, including Val/Test
-            images the segmenter saw, instead of warning), ``tensorboard``.
+            images the segmenter saw, instead of warning), ``tensorboard``, ``evaluate`` (the splits evaluated at
+            the end).
 
     Raises:
         LungclsError: bad settings, no data, a run folder in the way, or (``strict``) a leak.

@@ -123,6 +123,7 @@ def train_segmenter(
         encoder_weights: start the encoder from ``"imagenet"`` (smp's local cache) or a weights file.
         run: the run's options, those of :func:`lungcls.stage.run_stage`: ``cache_dir`` (default ``out/cache``;
             images are cached at the working size, or the model's if larger), ``resume``, ``overwrite``,
-            ``progress``, ``on_epoch_end``, ``strict``, ``tensorboard``.
+            ``progress``, ``on_epoch_end``, ``strict``, ``tensorboard``, ``evaluate`` (the splits evaluated at
+            the end).
     """
     return run_stage(SegmenterStage(config, train, post, encoder_weights), data, out, **run)
