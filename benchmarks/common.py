@@ -44,7 +44,9 @@ def machine() -> dict:
     return info
 
 
-def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None, command: str | None = None) -> Path:
+def write_results(
+    name: str, payload: dict, table: str, out_dir: Path | None = None, command: str | None = None
+) -> Path:
     """Write ``<name>.json`` and ``<name>.md`` (the table plus the command and machine).
 
     ``command`` is what to quote when the caller is not the script the user ran (default: this Python command).

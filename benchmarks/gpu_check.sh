@@ -41,7 +41,7 @@ python3 -c "import lungcls, segmentation_models_pytorch" 2>/dev/null || python3 
 echo "== unpack $ARCHIVE ($(date +%T))"
 python3 benchmarks/gpu_pack.py unpack "$ARCHIVE" "$WORK/data" > "$RESULTS/unpack.json" || exit 3
 if [ "${SMOKE:-0}" = 1 ]; then
-  STUDY="--grid smoke --parallel 4 --seeds 1 --max-epochs 3"
+  STUDY="--grid smoke --parallel 4 --seeds 1 --max-epochs 2 --fixed-guess 10"
   SEEDS=1
 else
   STUDY="--grid gpu --parallel 8 --seeds 2 --max-epochs 300"

@@ -97,7 +97,9 @@ def preset(name: str, device: str) -> Preset:
 def make_cache(data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0) -> tuple[PackedCache, str]:
     """One split for everything (both stages, every mode and seed), made once: Train/Val/Test by patient and
     duplicate picture; data with Train and Val only has Test carved out of Train."""
-    made = split_and_cache(open_dataset(data).manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed)
+    made = split_and_cache(
+        open_dataset(data).manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed
+    )
     return made.cache, made.split
 
 
@@ -133,7 +135,11 @@ def compare(runs: dict[str, list], n_boot: int, reference: str = "raw") -> dict:
         correct = np.array([[per_image(r)[k]["pred"] == per_image(r)[k]["label"] for k in keys] for r in reports])
         groups = [images[k]["patient"] for k in keys]
         draws, unit = bootstrap_indices(len(keys), n_boot, 0, groups)
-        test_ci = [float(np.percentile([correct[:, d].mean() for d in draws], q)) for q in (2.5, 97.5)] if draws else [math.nan] * 2
+        test_ci = (
+            [float(np.percentile([correct[:, d].mean() for d in draws], q)) for q in (2.5, 97.5)]
+            if draws
+            else [math.nan] * 2
+        )
         out["modes"][mode] = {
             "table": aggregate(reports), "n_test": len(keys), "seed_accuracies": correct.mean(axis=1).tolist(),
             "accuracy_test_ci": test_ci, "resampled": unit, "between_seeds": seed_spread(correct.mean(axis=1)),
@@ -300,12 +306,18 @@ def main() -> None:
 
 def figures(out: Path, runs: dict[str, list], stage1: dict) -> None:
     """Curves, confusion matrices and reliability diagrams of seed 0 per mode; stage-1 outlines on Test."""
-    write_bytes(out / "curves.png", figure_png(curves_figure({m: rs[0].fit.history for m, rs in runs.items()}, "seed 0")))
+    write_bytes(
+        out / "curves.png", figure_png(curves_figure({m: rs[0].fit.history for m, rs in runs.items()}, "seed 0"))
+    )
     for m, rs in runs.items():
         t = rs[0].reports["test"]
-        write_bytes(out / f"confusion_{m}.png", figure_png(confusion_figure(t, f"{m}, seed 0: Test accuracy {t.accuracy:.3f}")))
+        write_bytes(
+            out / f"confusion_{m}.png", figure_png(confusion_figure(t, f"{m}, seed 0: Test accuracy {t.accuracy:.3f}"))
+        )
         if t.calibration:
-            write_bytes(out / f"reliability_{m}.png", figure_png(reliability_figure(t.calibration, f"{m}, seed 0, Test")))
+            write_bytes(
+                out / f"reliability_{m}.png", figure_png(reliability_figure(t.calibration, f"{m}, seed 0, Test"))
+            )
     if stage1["test"].outlines_png:
         write_bytes(out / "outlines_test.png", stage1["test"].outlines_png)
 
@@ -335,7 +347,10 @@ def reference_table(mode: str, t: dict) -> list[str]:
     ms = lambda s: f"{s['mean']:.2f} ± {s['std']:.2f}" if not math.isnan(s["std"]) else f"{s['mean']:.2f}"  # noqa: E731
     n = sum(v["support"] for v in t["per_class"].values())
     lines = [f"#### {mode}", "", "| | precision | recall | f1-score | support |", "|---|---|---|---|---|"]
-    lines += [f"| {c} | {ms(v['precision'])} | {ms(v['recall'])} | {ms(v['f1'])} | {v['support']} |" for c, v in t["per_class"].items()]
+    lines += [
+        f"| {c} | {ms(v['precision'])} | {ms(v['recall'])} | {ms(v['f1'])} | {v['support']} |"
+        for c, v in t["per_class"].items()
+    ]
     lines.append(f"| accuracy | | | {ms(t['accuracy'])} | {n} |")
     for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
         a = t[key]
@@ -383,7 +398,10 @@ def report(r: dict) -> str:
                   f"The same classifier trained to predict the source set ({', '.join(p['sources'])}) instead of the disease. "
                   f"Chance: {p['chance_majority']:.2f} (always the largest source), {p['chance_uniform']:.2f} (uniform).", "",
                   "| input | source accuracy | balanced accuracy |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {m} | {v['accuracy']['mean']:.3f} | {v['balanced_accuracy']['mean']:.3f} |" for m, v in p["modes"].items()]
+        lines += [
+            f"| {m} | {v['accuracy']['mean']:.3f} | {v['balanced_accuracy']['mean']:.3f} |"
+            for m, v in p["modes"].items()
+        ]
         lines.append("")
     lines += ["## What these numbers can and cannot support", "",
               "- They compare inputs (raw, masked, cropped) for one recipe on these data sets and this split. They are not "

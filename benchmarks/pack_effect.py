@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by path)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    args.original, args.unpacked = args.original.resolve(), args.unpacked.resolve()
     result = {"segmenter": segmenter_effect(args.original, args.unpacked, args.segmenter, args.limit)}
     if args.classifier:
         result["classifier"] = classifier_effect(args.original, args.unpacked, args.classifier, args.split)

@@ -85,11 +85,36 @@ def run_one(job: dict) -> None:
     train_classifier([job["cache"]], job["out"], model, train, segmenter=job.get("segmenter"), weights=weights, **run)
 
 
-def launch(jobs: list[dict], parallel: int, seconds: float, log: Path) -> list[dict]:
-    """Run ``jobs`` ``parallel`` at a time in waves that share ``seconds`` evenly; each job's result as it ends."""
+class Costs:
+    """What a run costs beyond its epochs (process start, cache, model, final evaluation), measured from the runs
+    that ended: a share of a phase's seconds smaller than twice that would mostly wait, so fewer jobs run."""
+
+    def __init__(self, guess: float) -> None:
+        self.fixed = guess
+
+    def measure(self, job: dict, wall: float) -> None:
+        path = Path(job["out"]) / "history.json"
+        if path.is_file():
+            epochs = sum(r["seconds"] + r.get("val_seconds", 0.0) for r in json.loads(path.read_text()))
+            self.fixed = max(self.fixed * 0.5, wall - epochs)  # the latest, not far below the earlier ones
+
+    def fitting(self, jobs: list[dict], parallel: int, seconds: float) -> tuple[list[dict], list[dict]]:
+        """The first jobs (seed-major: whole seeds go last) whose waves leave each run twice its fixed cost."""
+        keep = len(jobs)
+        while keep > parallel and seconds / -(-keep // parallel) < 2 * self.fixed:
+            keep -= 1
+        return jobs[:keep], jobs[keep:]
+
+
+def launch(jobs: list[dict], parallel: int, seconds: float, log: Path, costs: Costs) -> list[dict]:
+    """Run ``jobs`` ``parallel`` at a time in waves that share ``seconds`` evenly; each job's result as it ends.
+    Jobs that would leave too little time to each run (see :class:`Costs`) are not run, and are listed as such."""
+    jobs, dropped = costs.fitting(jobs, parallel, seconds)
     waves = -(-len(jobs) // parallel)
-    each = max(1.0, seconds / waves)  # a process's start (imports) is counted inside its budget
-    done = []
+    each = max(1.0, seconds / max(waves, 1))  # a process's start (imports) is counted inside its budget
+    done = [{**job, "exit": None, "not_run": f"{seconds:.0f} s left too little for it"} for job in dropped]
+    for job in done:
+        print(f"  {job['name']} seed {job['seed']}: not run ({job['not_run']})", flush=True)
     for w in range(waves):
         wave = jobs[w * parallel : (w + 1) * parallel]
         procs = []
@@ -104,6 +129,7 @@ def launch(jobs: list[dict], parallel: int, seconds: float, log: Path) -> list[d
         for job, started, proc in procs:
             code = proc.wait()
             result = {**job, "exit": code, "seconds": round(time.monotonic() - started, 1), **_scores(job)}
+            costs.measure(job, result["seconds"])
             done.append(result)
             with log.open("a") as f:
                 f.write(json.dumps(result) + "\n")
@@ -169,10 +195,11 @@ def study(args: argparse.Namespace) -> dict:
         fixed = SMOKE["segmenter" if stage == "seg" else "classifier"] if smoke else {}
         return [{**base, **extra, "stage": stage, "name": name, "seed": seed, "evaluate": evaluate,
                  "overrides": {**fixed, **over}, "out": str(out / stage / f"{name}-s{seed}")}
-                for name, over in grid.items() for seed in range(seeds)]  # fmt: skip
+                for seed in range(seeds) for name, over in grid.items()]  # fmt: skip
 
     print(f"phase 1: stage 1, {len(seg_grid)} points x {seg_seeds} seeds", flush=True)
-    seg = launch(jobs("seg", seg_grid, seg_seeds, ["Val"]), args.parallel, seconds("seg"), log)
+    costs = Costs(args.fixed_guess)
+    seg = launch(jobs("seg", seg_grid, seg_seeds, ["Val"]), args.parallel, seconds("seg"), log, costs)
     seg_rank = rank(seg)
     seg_best = seg_rank[0][0]
     segmenter = out / "seg" / f"{seg_best}-s0"
@@ -184,9 +211,9 @@ def study(args: argparse.Namespace) -> dict:
         for job in cls_jobs:
             if job["overrides"].get("init") == "unet":
                 job["weights"] = str(encoder)
-        cls = launch(cls_jobs, args.parallel, seconds("cls"), log)
+        cls = launch(cls_jobs, args.parallel, seconds("cls"), log, costs)
         cls_rank = rank(cls)
-        for r in (r for r in cls if r["name"] == cls_rank[0][0]):  # Test for the chosen point alone
+        for r in (r for r in cls if r["name"] == cls_rank[0][0] and r["exit"] == 0):  # Test: the chosen point alone
             cmd = [sys.executable, "-m", "lungcls", "evaluate-cls", str(cache), "--model", r["out"], "--split", "Test",
                    "--out", r["out"], "--device", args.device, "-q", "--force"]  # fmt: skip
             subprocess.run(cmd, check=True, capture_output=True)
@@ -208,7 +235,7 @@ def study(args: argparse.Namespace) -> dict:
             f"Segmenter.load({str(segmenter)!r}, device={args.device!r}).cache_masks(PackedCache.open({str(cache)!r}))"
         )
         subprocess.run([sys.executable, "-c", masks], check=True)  # once, before the runs that read them
-    exp = launch(experiment, args.parallel, seconds("experiment"), log)
+    exp = launch(experiment, args.parallel, seconds("experiment"), log, costs)
     return {"seg": seg, "seg_rank": seg_rank, "cls": cls, "cls_rank": cls_rank, "cls_test": test,
             "experiment": exp, "chosen": {"segmenter": seg_best, "classifier": cls_best},
             "winner_seg": seg_grid[seg_best], "winner_cls": cls_grid[cls_best], "budget": args.budget,
@@ -233,14 +260,16 @@ def tables(r: dict) -> str:
         lines.append(f"| {mode} | {len(accs)} | {statistics.mean(accs):.4f} | {sd:.4f} | "
                      f"{', '.join(f'{a:.4f}' for a in accs)} |")  # fmt: skip
     test = ", ".join(f"seed {s}: {a:.4f}" for s, a in r["cls_test"].items()) or "(not searched here)"
-    runs = r["seg"] + r["cls"] + r["experiment"]
-    over = max((x["seconds"] - x["budget"] for x in runs), default=0.0)
-    failed = [f"{x['name']}-s{x['seed']}" for x in runs if x["exit"] != 0]
+    ran = [x for x in r["seg"] + r["cls"] + r["experiment"] if "not_run" not in x]
+    skipped = [f"{x['name']}-s{x['seed']}" for x in r["seg"] + r["cls"] + r["experiment"] if "not_run" in x]
+    over = max((x["seconds"] - x["budget"] for x in ran), default=0.0)
+    failed = [f"{x['name']}-s{x['seed']}" for x in ran if x["exit"] != 0]
     return (f"## Stage 1 (ranked on Val Dice)\n\n{ranking(r['seg_rank'], 'Dice')}\n\n"
             f"## Stage 2, raw inputs (ranked on Val accuracy; Test for the chosen point only)\n\n"
             f"{ranking(r['cls_rank'], 'accuracy')}\n\nChosen: **{r['chosen']['classifier']}**, Test accuracy {test}\n\n"
             f"## The seed experiment (chosen recipe, segmenter {r['chosen']['segmenter']})\n\n" + "\n".join(lines)
-            + f"\n\n{len(runs)} runs, {len(failed)} failed {failed or ''}; the largest overrun of a run's budget "
+            + f"\n\n{len(ran)} runs, {len(failed)} failed {failed or ''}, {len(skipped)} not run for want of time "
+            f"{skipped or ''}; the largest overrun of a run's budget "
             f"{over:+.1f} s (its process start included); wall time {r['seconds']} s of a {r['budget']:.0f} s budget.")  # fmt: skip
 
 
@@ -255,6 +284,12 @@ def main() -> None:
     parser.add_argument("--experiment-seeds", type=int, default=5, help="seeds per mode in the seed experiment")
     parser.add_argument("--max-epochs", type=int, default=300, help="the most epochs a run may train in its budget")
     parser.add_argument("--grid", choices=("gpu", "smoke"), default="gpu")
+    parser.add_argument(
+        "--fixed-guess",
+        type=float,
+        default=25.0,
+        help="seconds a run costs beyond its epochs, until measured (about 23 s on an H200)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="the experiment's modes")
     parser.add_argument("--winner-seg", type=json.loads, help="skip the stage-1 search: this recipe (JSON overrides)")

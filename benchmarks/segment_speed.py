@@ -50,7 +50,9 @@ def naive(paths: list[Path], segmenter: Segmenter, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", nargs="*", type=Path, help="sets to take images from (default: nih-cxr8, covid19-radiography)")
+    ap.add_argument(
+        "--data", nargs="*", type=Path, help="sets to take images from (default: nih-cxr8, covid19-radiography)"
+    )
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2, help="timed passes (the best is reported)")
     ap.add_argument("--device", default="cpu")

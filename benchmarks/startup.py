@@ -75,8 +75,10 @@ def main() -> None:
         times = {
             "help_s": [wall(lungcls + ["--help"], tmp) for _ in range(args.repeats)],
             "segment_startup_s": [until_ready(tmp) for _ in range(args.repeats)],
-            "segment_one_image_s": [wall(lungcls + ["segment", "scan.png", "--out", f"o{k}", "--cpu", "-q"], tmp)
-                                    for k in range(args.repeats)],  # fmt: skip
+            "segment_one_image_s": [
+                wall(lungcls + ["segment", "scan.png", "--out", f"o{k}", "--cpu", "-q"], tmp)
+                for k in range(args.repeats)
+            ],  # fmt: skip
         }
     medians = {k: statistics.median(v) for k, v in times.items()}
     table = "\n".join([
