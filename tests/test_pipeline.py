@@ -53,6 +53,21 @@ def test_save_then_load_bundle_gives_identical_predictions(masked_run, tmp_path)
     assert all(np.array_equal(x.mask, y.mask) and x.probs == y.probs for x, y in zip(a, b))
 
 
+def test_predict_without_masks_gives_the_same_results_and_leaves_the_masks_out(masked_run):
+    pipe = Pipeline.load(masked_run / "cls", device="cpu")
+    images = phantoms(5)
+    full, light = pipe.predict(images), pipe.predict(images, masks=False)
+    assert all(f.mask is not None for f in full) and all(p.mask is None for p in light)
+    for f, p in zip(full, light):
+        assert (f.label, f.probs, f.box, f.lung_fraction, f.flags) == (
+            p.label,
+            p.probs,
+            p.box,
+            p.lung_fraction,
+            p.flags,
+        )
+
+
 def test_predict_on_paths_arrays_and_tensors_agrees(masked_run, tmp_path):
     import cv2
 
@@ -190,7 +205,9 @@ def test_segment_pipeline_and_train_cls_use_the_same_masks_and_the_csvs_agree(ma
                                     "--cpu"]).exit_code == 0  # fmt: skip
     by_cli = [cv2.imread(str(tmp_path / "seg" / "masks" / f"x{k}.png"), cv2.IMREAD_GRAYSCALE) // 255 for k in range(4)]
     prepare_cache(Manifest([Sample(str(p), "Normal") for p in paths]), tmp_path / "cache", progress=False)
-    by_training = pipe.segmenter.cache_masks(PackedCache.open(tmp_path / "cache"), progress=False)  # what train-cls uses
+    by_training = pipe.segmenter.cache_masks(
+        PackedCache.open(tmp_path / "cache"), progress=False
+    )  # what train-cls uses
     for a, b, c in zip(by_pipeline, by_cli, by_training):
         assert np.array_equal(a, b) and np.array_equal(a, c)
     assert CliRunner().invoke(app, ["classify", str(folder), "--model", str(masked_run / "cls"), "--out",

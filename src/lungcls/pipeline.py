@@ -43,7 +43,7 @@ class Prediction:
     Attributes:
         label: predicted class name; probs: {class name: probability} (calibrated, see
             :mod:`lungcls.cls.calibration`).
-        mask: uint8 (S, S) lung mask in {0, 1} at the working size (None without a segmenter).
+        mask: uint8 (S, S) lung mask in {0, 1} at the working size (None without a segmenter, or when not asked).
         box: lung bounding box (x0, y0, x1, y1) at the working size, x1/y1 exclusive, or None.
         lung_fraction: share of the image that is lung.
         flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``, ``unreadable``.
@@ -265,37 +265,46 @@ class Pipeline:
         ]
         return np.array(rows, dtype=np.float32).reshape(-1, len(self.class_names))
 
-    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], masks: bool = True) -> list[Prediction]:
         """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest
-        go on."""
+        go on. ``masks=False``: no lung masks in the results (they stay on the device: faster on a GPU)."""
         batch, slots = self.load_batch(images)
-        return self.predict_batch(batch, slots)
+        return self.predict_batch(batch, slots, masks=masks)
 
     def predict_batch(
         self,
         batch: torch.Tensor,
         slots: list[int | ImageReadError] | None = None,
         segmented: MaskBatch | None = None,
+        masks: bool = True,
     ) -> list[Prediction]:
         """:meth:`predict` for a uint8 (N, 1, S, S) batch already at the working size (and slots from
-        :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed."""
+        :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed.
+
+        The batch goes to the device once (from pinned memory on CUDA), and both stages read it there; the
+        results come back as whole arrays, read once."""
         slots = list(range(len(batch))) if slots is None else slots
-        masks, segs = None, None
+        device = self.classifier.device
+        if device.type == "cuda" and batch.device.type == "cpu" and len(batch):
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        lungs, segs = None, None
         if self.segmenter is not None and len(batch):
             segmented = segmented or self.segmenter.masks(batch)  # on the device; the classifier reads them there
-            masks, segs = segmented.masks, describe(segmented)
-        probs, empty = self.classifier.probabilities(batch, masks)
+            lungs, segs = segmented.masks, describe(segmented, with_masks=masks)
+        probs, empty = self.classifier.probabilities(batch, lungs)
+        probs, empty = probs.numpy(), empty.numpy()
+        best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         out = []
         for slot in slots:
             if isinstance(slot, ImageReadError):
                 out.append(Prediction("", {}, None, None, float("nan"), ["unreadable"], error=str(slot)))
                 continue
             s = segs[slot] if segs else None
-            flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if bool(empty[slot]) else [])
+            flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if empty[slot] else [])
             out.append(
                 Prediction(
-                    label=self.class_names[int(probs[slot].argmax())],
-                    probs={n: float(probs[slot, c]) for c, n in enumerate(self.class_names)},
+                    label=self.class_names[best[slot]],
+                    probs=dict(zip(self.class_names, probs[slot].tolist())),
                     mask=s.mask if s else None,
                     box=s.box if s else None,
                     lung_fraction=s.lung_fraction if s else float("nan"),

@@ -19,7 +19,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     """
     spec = spec.strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
         raise ValueError(f"unknown device {spec!r}; use one of: {DEVICE_FORMS}")
     device = torch.device(spec)
@@ -28,6 +28,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
             raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {spec!r} asked for, but there are {torch.cuda.device_count()} GPUs")
+    if device.type == "cuda":
+        # fixed-size batches: let cuDNN pick its fastest kernels once per shape (training under --deterministic
+        # turns this off for the run and restores it after)
+        torch.backends.cudnn.benchmark = True
     return device
 
 

@@ -34,13 +34,13 @@ class SegmentResult:
     """One image's lungs at the size the image was given.
 
     Attributes:
-        mask: uint8 (H, W) in {0, 1}.
+        mask: uint8 (H, W) in {0, 1} (None where the caller asked for no masks).
         lung_fraction: share of the image that is lung.
         box: the lungs' bounding box (x0, y0, x1, y1), x1 and y1 exclusive, or None when no lung.
         flags: mask-quality flags (see :mod:`lungcls.seg.postprocess`).
     """
 
-    mask: np.ndarray
+    mask: np.ndarray | None
     lung_fraction: float
     box: tuple[int, int, int, int] | None
     flags: list[str] = field(default_factory=list)
@@ -190,17 +190,15 @@ class Segmenter(TrainedModel):
         return masks
 
 
-def describe(batch: MaskBatch) -> list[SegmentResult]:
-    """Lung fraction and box of a batch's masks on any device (computed there, one copy back)."""
+def describe(batch: MaskBatch, with_masks: bool = True) -> list[SegmentResult]:
+    """Lung fraction and box of a batch's masks on any device (computed there, one copy back of each whole array);
+    ``with_masks=False`` leaves the masks on the device (``mask`` is then None): the fractions and boxes alone
+    cross the bus."""
 
     boxes, empty = lung_boxes(batch.masks, 0.0)
     fractions = (batch.masks != 0).float().mean(dim=(1, 2, 3))
-    arrays, boxes, empty, fractions = (
-        batch.masks[:, 0].cpu().numpy(),
-        boxes.long().tolist(),
-        empty.tolist(),
-        fractions.tolist(),
-    )
+    arrays = batch.masks[:, 0].cpu().numpy() if with_masks else [None] * len(batch.masks)
+    boxes, empty, fractions = boxes.long().tolist(), empty.tolist(), fractions.tolist()
     return [
         SegmentResult(m, f, None if e else tuple(b), list(g))
         for m, f, b, e, g in zip(arrays, fractions, boxes, empty, batch.flags)
