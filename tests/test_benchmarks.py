@@ -13,31 +13,44 @@ from .conftest import small_copy
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SETS = ("ieee8023-radiologist100", "nih-cxr8", "covid19-radiography")  # masks, Non-COVID, a source to hold out
+EXTERNAL = "ieee8023-v7labs427"  # never trained on; shares pictures with ieee8023-radiologist100
 
 
 @pytest.mark.slow
 def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
-    for name in SETS:  # ten real images per class of each set
+    for name in (*SETS, EXTERNAL):  # ten real images per class of each set
         small_copy(shared_data / name, tmp_path / "data" / name, per_class=10)
     cmd = [sys.executable, str(BENCH / "masked_vs_raw.py"), *(str(tmp_path / "data" / s) for s in SETS), "--preset", "quick",
            "--epochs", "1", "--seg-epochs", "1", "--seeds", "2", "--working-size", "64", "--image-size", "32", "--n-boot", "20", "--modes", "raw", "masked-gt",
-           "masked", "--hold-out", "covid19-radiography", "--device", "cpu", "--out", str(tmp_path / "study")]  # fmt: skip
+           "masked", "--hold-out", "covid19-radiography", "--external", str(tmp_path / "data" / EXTERNAL), "--device", "cpu", "--out", str(tmp_path / "study")]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     r = json.loads((tmp_path / "study" / "results.json").read_text())
     main = r["main"]
     assert set(main["modes"]) == {"raw", "masked-gt", "masked"}
     for m in main["modes"].values():
-        assert m["resampled"] == "patient" and len(m["seed_accuracies"]) == 2  # patients resampled, two seeds
+        assert m["clusters"] <= m["n_test"] and len(m["seed_accuracies"]) == 2  # clusters resampled, two seeds
         assert m["between_seeds"]["n"] == 2 and len(m["accuracy_both_ci"]) == 2 and 0 <= m["ece_after"] <= 1
-    tests = [t for v in main["vs_raw"].values() for t in v["mcnemar"]]
-    assert len(tests) == 4 and all(t["p_holm"] >= t["p_value"] for t in tests)  # Holm over every (mode, seed)
+        assert set(m["calibration"]) == {"ece", "classwise_ece", "brier", "nll"} and 0 <= m["calibration"]["brier"] <= 2
+    for v in main["vs_raw"].values():  # Holm over the masked-mode contrasts only; McNemar per pair, secondary
+        assert v["noninferiority_p_holm"] >= v["noninferiority_p"] and len(v["mcnemar"]) == 2
+        assert v["seeds"] == [2, 2] and v["detectable_difference"] > 0
+    assert set(r["primary"]["result"]) == {"masked-gt", "masked"} and r["primary"]["margin"] > 0
+    assert r["external_data"]["images"] + r["external_data"]["removed_shared_pictures"] == 10
     assert main["vs_raw"]["masked-gt"]["n_images"] <= main["modes"]["raw"]["n_test"]  # masked-gt: masked images only
     assert main["gradcam_in_lung_share"]["masked"]["seeds"] == 2
     assert set(r["external"]["covid19-radiography"]["modes"]) == {"raw", "masked"}
     probe = r["shortcut_probe"]
     assert probe["sources"] == sorted(SETS) and set(probe["modes"]) == {"raw", "masked", "masked-cropped"}
     text = (tmp_path / "study" / "report.md").read_text()
-    for part in ("External validation", "Shortcut probe", "ECE before", "can and cannot support", "two-level"):
+    for part in (
+        "Primary endpoint",
+        "External data",
+        "External validation",
+        "Shortcut probe",
+        "can and cannot support",
+        "seeds and clusters resampled",
+        "detectable",
+    ):
         assert part in text, part
     assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "reliability_raw.png").is_file()
