@@ -67,7 +67,7 @@ from lungcls.recipes import classifier_recipe, segmenter_recipe  # noqa: E402
 from lungcls.seg.evaluate import evaluate_segmenter  # noqa: E402
 from lungcls.seg.segmenter import Segmenter  # noqa: E402
 from lungcls.seg.train import train_segmenter  # noqa: E402
-from lungcls.data.duplicates import duplicate_groups  # noqa: E402
+from lungcls.data.duplicates import crop_aligned_pairs, duplicate_groups  # noqa: E402
 from lungcls.data.split import group_ids  # noqa: E402
 from lungcls.stats import (  # noqa: E402
     balanced_accuracy,
@@ -123,13 +123,22 @@ def preset(name: str, device: str) -> Preset:
     raise SystemExit(f"unknown preset {name!r}; choose quick, covidqu-cpu or gpu")
 
 
-def make_cache(data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0) -> tuple[PackedCache, str]:
+def make_cache(
+    data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0
+) -> tuple[PackedCache, str, list[tuple[str, str]]]:
     """One split for everything (both stages, every mode and seed), made once: Train/Val/Test by patient and
-    duplicate picture; data with Train and Val only has Test carved out of Train."""
-    made = split_and_cache(
-        open_dataset(data).manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed
-    )
-    return made.cache, made.split
+    duplicate picture, crop-aligned copies included (searched first on the images as they are); data with Train
+    and Val only has Test carved out of Train. Returns the cache, what split was made, and the crop-aligned pairs
+    (content hashes)."""
+    manifest = open_dataset(data).manifest
+    whole = split_and_cache(manifest, out / "cache-unsplit", size, split="none", progress=False).cache
+    every = np.arange(len(whole))
+    row_of = {s.image: k for k, s in enumerate(manifest)}
+    pairs = crop_aligned_pairs(np.asarray(whole.images), every, every)
+    also = [[row_of[whole.samples[i].image], row_of[whole.samples[j].image]] for i, j in pairs]
+    print(f"crop-aligned copies: {len(pairs)} pairs, kept on one side of the split and resampled together", flush=True)
+    made = split_and_cache(manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed, also=also)
+    return made.cache, made.split, [(whole.hashes[i], whole.hashes[j]) for i, j in pairs]
 
 
 def train_modes(cache_or_data, out: Path, p: Preset, modes: list[str], seg: Segmenter | None, seeds: int,
@@ -149,10 +158,13 @@ def train_modes(cache_or_data, out: Path, p: Preset, modes: list[str], seg: Segm
     return runs
 
 
-def clusters_of(cache: PackedCache) -> dict[str, str]:
+def clusters_of(cache: PackedCache, cropped: list[tuple[str, str]] = ()) -> dict[str, str]:
     """A cluster per picture (content hash): pictures share one when they share a patient or are the same picture
-    (exact or near duplicates, :mod:`lungcls.data.duplicates`); the bootstrap draws clusters whole."""
+    (exact or near duplicates, :mod:`lungcls.data.duplicates`, and the crop-aligned pairs ``cropped``); the
+    bootstrap draws clusters whole."""
+    row = {h: k for k, h in enumerate(cache.hashes)}
     groups = duplicate_groups(cache.hashes, np.asarray(cache.thumbs))
+    groups += [[row[a], row[b]] for a, b in cropped if a in row and b in row]
     ids = group_ids(cache.manifest, groups)
     return {h: f"{cache.digest()[:8]}/{g}" for h, g in zip(cache.hashes, ids)}
 
@@ -165,6 +177,11 @@ def external_cache(train: PackedCache, data: list[Path], out: Path, size: int) -
                               np.concatenate([np.asarray(train.thumbs), np.asarray(every.thumbs)]))  # fmt: skip
     n = len(train)
     shared = {i - n for g in groups if min(g) < n for i in g if i >= n}
+    images = np.concatenate([np.asarray(train.images), np.asarray(every.images)])
+    cropped = {j - n for _, j in crop_aligned_pairs(images, np.arange(n), np.arange(n, n + len(every)))}
+    print(f"external data: {len(shared)} pictures shared with the training data found by the plain search, "
+          f"{len(cropped - shared)} more crop-aligned", flush=True)  # fmt: skip
+    shared |= cropped
     kept = Manifest([dataclasses.replace(s, split="Test") for i, s in enumerate(every.samples) if i not in shared])
     kept.write_csv(out / "kept.csv")
     return open_eval_data([out / "kept.csv"], size, out / "kept", progress=False), len(shared)
@@ -347,7 +364,7 @@ def main() -> None:
     out = args.out or REPO / "results" / args.preset
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cache, split_what = make_cache(args.data, out, p.working_size, p.test)
+    cache, split_what, cropped = make_cache(args.data, out, p.working_size, p.test)
     print(f"split: {split_what}", flush=True)
 
     if seg_spec:
@@ -360,7 +377,7 @@ def main() -> None:
 
     print("main comparison", flush=True)
     runs = train_modes([cache.path], out / "runs", p, args.modes, seg, seeds)
-    clusters = clusters_of(cache)
+    clusters = clusters_of(cache, cropped)
     main_stats = compare(runs, n_boot, clusters)
     main_stats["gradcam_in_lung_share"] = saliency(runs, seg, cache, p.cam_images)
     external = {}
@@ -381,7 +398,7 @@ def main() -> None:
     figures(out, runs, stage1)
     results = {
         "study": "masked_vs_raw", "preset": args.preset, "data": [str(d) for d in args.data], "split": split_what,
-        "split_counts": cache.manifest.counts(), "manifest_digest": cache.digest(), "seeds": seeds, "n_boot": n_boot,
+        "split_counts": cache.manifest.counts(), "crop_aligned_pairs": len(cropped), "manifest_digest": cache.digest(), "seeds": seeds, "n_boot": n_boot,
         "settings": {"segmenter": seg.info.get("source"), "seg_recipe": [to_dict(c) for c in p.seg],
                      "cls_recipe": [to_dict(c) for c in p.cls], "working_size": p.working_size},
         "stage1_saw": leaked,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+
+import cv2
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -157,3 +160,25 @@ def test_any_class_set_is_taken_from_the_data_and_the_mapping_is_reported(tmp_pa
     report, _ = inspect_dataset(found, workers=0, progress=False)
     text = format_report(report)
     assert "classes: Normal, Tuberculosis" in text and "'no finding'" in text and "-> Normal (2 images)" in text
+
+
+def test_crop_aligned_copies_are_found_as_the_curators_listed_them(shared_data):
+    """covidqu-infseg holds pictures of covid19-radiography cropped tight to the chest: the crop-aligned search finds
+    the pairs the shared data's curators listed, and no pair they did not list."""
+    import csv
+
+    from lungcls.data.duplicates import crop_aligned_pairs
+
+    qu, rad = shared_data / "covidqu-infseg", shared_data / "covid19-radiography"
+    rows = [r for r in csv.DictReader((qu / "overlap_shared.csv").open()) if r["existing_set"] == "covid19-radiography"]
+    cropped = [r for r in rows if "other crop" in r["match"] and r["tier"] == "1"][:6]
+    left = sorted({r["file"] for r in cropped})
+    right = sorted({r["existing_file"] for r in rows if r["file"] in left})  # every picture listed with them
+    others = sorted((rad / "Lung Segmentation Data" / "All" / "Normal" / "images").iterdir())[:6]
+    paths = [qu / f for f in left] + [rad / f for f in right] + others
+    images = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+    n = len(left)
+    listed = {(left.index(r["file"]), n + right.index(r["existing_file"])) for r in rows if r["file"] in left}
+    found = set(crop_aligned_pairs(images, np.arange(n), np.arange(n, len(paths))))
+    assert found <= listed, found - listed  # nothing the curators did not list
+    assert len(found) >= len(listed) - 1, listed - found  # and (nearly) all they did

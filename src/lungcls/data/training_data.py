@@ -43,6 +43,7 @@ def split_and_cache(
     hold_out: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    also: Sequence[Sequence[int]] = (),
 ) -> SplitCache:
     """The one path from a manifest to a split packed cache (training, ``prepare --make-split``, the study).
 
@@ -53,6 +54,8 @@ def split_and_cache(
         val, test, seed: the shares and seed of a split made here.
         pinned: content hashes of images that must go to Train (with their patients and duplicates).
         hold_out: a source to hold out as Test instead (:func:`hold_out_split`).
+        also: more groups of manifest indices that are one picture (e.g. crop-aligned copies,
+            :func:`lungcls.data.duplicates.crop_aligned_pairs`), kept on one side like the duplicates found here.
     """
     if split not in ("missing", "complete", "none"):
         raise ValueError(f"split must be 'missing', 'complete' or 'none', not {split!r}")
@@ -60,7 +63,8 @@ def split_and_cache(
     made = None
     if hold_out is not None or split == "complete" or (split == "missing" and unsplit):
         hashes, thumbs = fingerprints(manifest, cache_dir, workers=workers, progress=progress)
-        duplicates, keep = duplicate_groups(hashes, thumbs), {i for i, h in enumerate(hashes) if h and h in set(pinned)}
+        duplicates = duplicate_groups(hashes, thumbs) + [list(g) for g in also]
+        keep = {i for i, h in enumerate(hashes) if h and h in set(pinned)}
         if hold_out is not None:
             manifest, made = hold_out_split(manifest, hold_out, val, seed, duplicates, keep)
         else:
