@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shortcut_probes  # noqa: E402
 from common import REPO, machine  # noqa: E402
 
 from lungcls.atomic import write_bytes, write_json, write_text  # noqa: E402
@@ -292,42 +293,64 @@ def aggregate(reports: list) -> dict:
     return out
 
 
+def map_shares(cam: np.ndarray, lung: np.ndarray, x: np.ndarray) -> dict[str, float] | None:
+    """Where one saliency map (H, W) >= 0 lies: inside the ``lung`` mask (and that share divided by the lung's share of
+    the picture: 1.0 = no preference), on the lung's edge (a band of 2% of the side on either side of the border),
+    and on the black background (input ``x`` exactly 0 outside the lungs). None for an all-zero map."""
+    import cv2
+
+    total = float(cam.sum())
+    if total <= 0:
+        return None
+    lung = (lung > 0).astype(np.uint8)
+    band = max(1, round(0.02 * lung.shape[0]))
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    edge = cv2.dilate(lung, kernel) != cv2.erode(lung, kernel)
+    inside = float(cam[lung > 0].sum()) / total
+    return {"in_lung": inside, "in_lung_over_fraction": inside / max(float(lung.mean()), 1e-6),
+            "edge": float(cam[edge].sum()) / total, "background": float(cam[(x == 0) & (lung == 0)].sum()) / total}  # fmt: skip
+
+
 def saliency(runs: dict[str, list], seg: Segmenter, cache: PackedCache, n: int) -> dict:
-    """Share of Grad-CAM saliency inside the (stage-1) lungs on up to ``n`` test images, every seed of every mode."""
-    rows = cache.indices("Test")[:n]
+    """Where Grad-CAM looks, measured fairly: on a random class-stratified sample of about ``n`` Test images (seeded),
+    every seed of every mode, at the last block and at the finer ``layer3``. Per map: the share inside the lungs, that
+    share divided by the lung's share of the input (1.0 = no preference), the share on the lung's edge (a band of
+    4% of the input's side across the mask's border) and on the black background masking leaves (input exactly 0
+    outside the lungs)."""
+    test = cache.indices("Test")
+    labels = cache.labels_for(cache.class_names)[test]
+    rng = np.random.default_rng(0)
+    per_class = max(1, n // max(1, len(np.unique(labels))))
+    rows = np.sort(np.concatenate([rng.permutation(test[labels == c])[:per_class] for c in np.unique(labels)]))
     images = torch.from_numpy(np.asarray(cache.images[rows]))[:, None]
     masks = seg.masks(images).masks
     out = {}
     for mode, rs in runs.items():
-        shares = []
-        for r in rs:
-            clf = r.model
-            shares += [e["in_lung_share"] for e in explain(clf, images, masks.to(clf.device))]
-        v = np.array(shares, dtype=float)
-        v = v[~np.isnan(v)]
-        out[mode] = {"mean": float(v.mean()) if v.size else math.nan, "median": float(np.median(v)) if v.size else math.nan,
-                     "n": int(v.size), "seeds": len(rs)}  # fmt: skip
+        for layer in (None, "layer3"):
+            values: dict[str, list[float]] = defaultdict(list)
+            for r in rs:
+                for e in explain(r.model, images, masks.to(r.model.device), layer=layer):
+                    shares = map_shares(e["cam"], e["lung"], e["input"]) if e["lung"] is not None else None
+                    for k, v in (shares or {}).items():
+                        values[k].append(v)
+            out[f"{mode}@{layer or 'last block'}"] = {
+                k: float(np.mean(v)) for k, v in values.items()} | {"n": len(values["in_lung"]), "seeds": len(rs)}  # fmt: skip
     return out
 
 
-def shortcut_probe(cache: PackedCache, out: Path, p: Preset, seg: Segmenter, seeds: int) -> dict | None:
-    """The classifier trained to predict the SOURCE SET from raw / masked / masked-cropped inputs, on the
-    study's split; its test accuracy beside chance (the majority source's share, and 1/K)."""
-    sources = sorted({s.source for s in cache.samples})
-    if len(sources) < 2:
-        return None
-    probe = Manifest([dataclasses.replace(s, label=s.source, original_label="") for s in cache.samples])
-    probe.write_csv(out / "probe.csv")
-    runs = train_modes([out / "probe.csv"], out, p, ["raw", "masked", "masked-cropped"], seg, seeds,
-                       cache_dir=out / "cache", classes=sources)  # fmt: skip
-    test = [s.source for s in cache.samples if s.split == "Test"]
-    majority = max(test.count(s) for s in sources) / max(len(test), 1)
-    res = {"sources": sources, "chance_majority": majority, "chance_uniform": 1 / len(sources), "modes": {}}
-    for mode, rs in runs.items():
-        acc = [r.reports["test"].accuracy for r in rs]
-        bal = [r.reports["test"].macro_avg["recall"] for r in rs]
-        res["modes"][mode] = {"accuracy": seed_spread(acc), "balanced_accuracy": seed_spread(bal)}
-    return res
+def probes(cache: PackedCache, seg: Segmenter, clusters: dict[str, str], seeds: int, n_boot: int) -> dict:
+    """The shortcut controls (:mod:`shortcut_probes`) on the study's split: the class from the whole picture, the
+    lungs only, everything but the lungs, and the mask's outline alone (stage-1 masks, as the masked modes see
+    them); and the source set within each class that has two or more sources."""
+    masks = seg.cache_masks(cache, progress=False)
+    names = cache.class_names
+    labels = cache.labels_for(names)
+    train, test = cache.indices("Train"), cache.indices("Test")
+    cl = [clusters.get(h, h) for h in cache.hashes]
+    sources = np.array([s.source for s in cache.samples])
+    n = max(seeds, 3)
+    return {"seeds": n, "class": shortcut_probes.class_probes(cache.images, masks, labels, train, test, cl, len(names), n, n_boot),
+            "source": shortcut_probes.source_probes(cache.images, masks, labels, sources, train, test, cl, names, n, n_boot)}  # fmt: skip
 
 
 def main() -> None:
@@ -393,7 +416,7 @@ def main() -> None:
         outside = compare(evaluate_externally(runs, ext_cache, seg), n_boot, clusters_of(ext_cache))
         outside.update(sets=[e.name for e in args.external], removed_shared_pictures=removed, images=len(ext_cache))
     primary = primary_endpoint(outside)
-    probe = None if args.no_probe else shortcut_probe(cache, out / "probe", p, seg, 1)
+    probe = None if args.no_probe else probes(cache, seg, clusters, seeds, n_boot)
 
     figures(out, runs, stage1)
     results = {
@@ -538,8 +561,14 @@ def report(r: dict) -> str:
     lines += ["## Masked vs raw on the held-out Test split (secondary: internal)", ""]
     lines += mode_table(r["main"], "All modes, paired against raw")
     g = r["main"]["gradcam_in_lung_share"]
-    lines += ["Grad-CAM share inside the lungs (test images, every seed): " + ", ".join(
-        f"{m} {v['mean']:.2f} (median {v['median']:.2f}, n={v['n']})" for m, v in g.items()), ""]  # fmt: skip
+    lines += ["### Where Grad-CAM looks (a random class-stratified sample of Test, every seed)", "",
+              "| mode @ layer | maps | share in the lungs | ÷ lung share of the input (1 = uniform) | on the lung edge | "
+              "on the black background |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for m, v in g.items():
+        if v["n"]:
+            lines.append(f"| {m} | {v['n']} | {v['in_lung']:.2f} | {v['in_lung_over_fraction']:.2f} | {v['edge']:.2f} | "
+                         f"{v['background']:.2f} |")  # fmt: skip
+    lines.append("")
     lines += ["### Reference tables (mean ± std over seeds)", ""]
     for mode, s in r["main"]["modes"].items():
         lines += reference_table(mode, s["table"])
@@ -559,14 +588,25 @@ def report(r: dict) -> str:
             lines += reference_table(mode, s["table"])
     p = r["shortcut_probe"]
     if p:
-        lines += ["## Shortcut probe: can the input tell the source set?", "",
-                  f"The same classifier trained to predict the source set ({', '.join(p['sources'])}) instead of the disease. "
-                  f"Chance: {p['chance_majority']:.2f} (always the largest source), {p['chance_uniform']:.2f} (uniform).", "",
-                  "| input | source accuracy | balanced accuracy |", "|---|---|---|"]  # fmt: skip
-        lines += [
-            f"| {m} | {v['accuracy']['mean']:.3f} | {v['balanced_accuracy']['mean']:.3f} |"
-            for m, v in p["modes"].items()
-        ]
+        lines += ["## Shortcut controls: what tells the class, and where the picture came from", "",
+                  f"Logistic-regression probes on 32 x 32 thumbnails (Train as it is, and bootstrap resamples of its "
+                  f"clusters: {p['seeds']} seeds); balanced accuracy mean ± std over seeds, accuracy with the interval "
+                  "over seeds and Test clusters. `outside` or `outline` near `whole` means masked inputs keep a "
+                  "shortcut (what the mask leaves, or its shape and position).", "",
+                  "| input | balanced accuracy | accuracy [seeds and clusters resampled] | chance (largest class) |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for name, v in p["class"].items():
+            b_ = v["balanced_accuracy"]
+            lines.append(f"| {name} | {b_['mean']:.3f} ± {b_['std']:.3f} | {v['accuracy']:.3f} {fmt_ci(v['accuracy_ci'])} | "
+                         f"{v['chance_majority']:.3f} |")  # fmt: skip
+        lines += ["", "Source set within one class:", ""]
+        for cls, v in p["source"].items():
+            if "skipped" in v:
+                lines.append(f"- {v['skipped']}")
+                continue
+            parts = ", ".join(f"{part} {v[part]['balanced_accuracy']['mean']:.3f} (chance {v[part]['chance_uniform']:.2f})"
+                              for part in ("whole", "inside"))  # fmt: skip
+            lines.append(f"- {cls} ({', '.join(v['sources'])}): balanced accuracy {parts}")
         lines.append("")
     lines += ["## What these numbers can and cannot support", "",
               "- They compare inputs (raw, masked, cropped) for one recipe on these data sets and this split. They are not "

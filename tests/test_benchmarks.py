@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import small_copy
@@ -38,19 +39,38 @@ def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
     assert set(r["primary"]["result"]) == {"masked-gt", "masked"} and r["primary"]["margin"] > 0
     assert r["external_data"]["images"] + r["external_data"]["removed_shared_pictures"] == 10
     assert main["vs_raw"]["masked-gt"]["n_images"] <= main["modes"]["raw"]["n_test"]  # masked-gt: masked images only
-    assert main["gradcam_in_lung_share"]["masked"]["seeds"] == 2
+    cams = main["gradcam_in_lung_share"]
+    assert cams["masked@last block"]["seeds"] == 2 and "masked@layer3" in cams
     assert set(r["external"]["covid19-radiography"]["modes"]) == {"raw", "masked"}
     probe = r["shortcut_probe"]
-    assert probe["sources"] == sorted(SETS) and set(probe["modes"]) == {"raw", "masked", "masked-cropped"}
+    assert set(probe["class"]) == {"whole", "inside", "outside", "outline"} and probe["seeds"] == 3
+    assert all(len(v["accuracy_ci"]) == 2 and v["balanced_accuracy"]["n"] == 3 for v in probe["class"].values())
+    assert set(probe["source"]) == {"COVID-19", "Non-COVID", "Normal"}  # each probed, or skipped with the reason
     text = (tmp_path / "study" / "report.md").read_text()
     for part in (
         "Primary endpoint",
         "External data",
         "External validation",
-        "Shortcut probe",
+        "Shortcut controls",
         "can and cannot support",
         "seeds and clusters resampled",
         "detectable",
     ):
         assert part in text, part
     assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "reliability_raw.png").is_file()
+
+
+def test_saliency_shares_of_a_hand_made_map():
+    sys.path.insert(0, str(BENCH))
+    from masked_vs_raw import map_shares
+
+    lung = np.zeros((50, 50), np.uint8)
+    lung[10:30, 10:30] = 1  # the lungs: 16% of the picture
+    x = np.where(lung > 0, 0.5, 0.0)  # masked input: black outside the lungs
+    uniform = map_shares(np.ones((50, 50)), lung, x)
+    assert uniform["in_lung"] == pytest.approx(0.16) and uniform["in_lung_over_fraction"] == pytest.approx(1.0)
+    assert uniform["background"] == pytest.approx(0.84)
+    corner = np.zeros((50, 50))
+    corner[45:, 45:] = 1.0  # all the saliency on the black background, far from the lungs
+    assert map_shares(corner, lung, x) == {"in_lung": 0.0, "in_lung_over_fraction": 0.0, "edge": 0.0, "background": 1.0}
+    assert map_shares(np.zeros((50, 50)), lung, x) is None

@@ -45,8 +45,10 @@ def explain(
     masks: torch.Tensor | None,
     targets: list[int] | None = None,
     method: str = "gradcam",
+    layer: str | None = None,
 ) -> list[dict]:
-    """Maps, inputs, lungs and in-lung shares (see :meth:`lungcls.pipeline.Pipeline.explain`)."""
+    """Maps, inputs, lungs and in-lung shares (see :meth:`lungcls.pipeline.Pipeline.explain`); ``layer``: the module
+    (e.g. ``"layer3"``, a finer map) whose activations the map reads instead of the registered CAM layer."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     task, model = classifier.task, classifier.model
@@ -56,7 +58,7 @@ def explain(
     try:
         with (
             torch.enable_grad(),
-            cam_class(method)(model=model, target_layers=[cam_layer(model, classifier.cfg.arch)]) as cam,
+            cam_class(method)(model=model, target_layers=[_layer(model, classifier.cfg.arch, layer)]) as cam,
         ):
             chosen = [ClassifierOutputTarget(int(t)) for t in targets] if targets is not None else None
             maps = cam(input_tensor=x, targets=chosen).astype(np.float32)
@@ -78,6 +80,10 @@ def explain(
         }
         for k in range(len(maps))
     ]
+
+
+def _layer(model: torch.nn.Module, arch: str, name: str | None) -> torch.nn.Module:
+    return cam_layer(model, arch) if name is None else model.get_submodule(name)
 
 
 def in_lung_share(saliency: np.ndarray, lung_masks: np.ndarray) -> np.ndarray:
