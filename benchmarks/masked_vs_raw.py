@@ -22,16 +22,19 @@ Test split that nothing was tuned on. The report gives, per mode:
 - expected calibration error before and after temperature scaling (fitted on Val), reliability diagrams;
 - the share of Grad-CAM saliency inside the lungs, over every seed;
 - external validation: each ``--hold-out`` source as Test, trained and validated on the other sources;
-- a shortcut probe: the same classifier trained to tell the SOURCE SET (not the disease) from raw, masked
-  and masked-cropped inputs, beside chance.
+- shortcut controls (:mod:`shortcut_probes`): the class told from the whole picture, the lungs only, everything
+  but the lungs, and the mask's outline alone; the source set within each class; each with seeds and intervals;
+- Grad-CAM on a random class-stratified Test sample at two layers: in-lung share, that share over the lung
+  fraction, and the shares on the lung edge and on the black background.
 
 Presets (``--preset``): ``quick`` (minutes on a CPU: tiny models at 64 px, 2 seeds), ``covidqu-cpu`` (real
-COVID-QU-Ex, about an hour on 2 CPU cores: ResNet-18 at 128 px, 2 seeds, the built-in segmenter, which was
-trained on this split's Train/Val by the committed command), ``gpu`` (the default recipes, 3 seeds).
+COVID-QU-Ex on 2 CPU cores: ResNet-18 at 128 px, 6 epochs, 3 seeds, the built-in segmenter, which was trained on
+this split's Train/Val by the committed command), ``gpu`` (the default recipes, ResNet-50, 5 seeds).
 
     python benchmarks/masked_vs_raw.py ../shared/data/{ieee8023-radiologist100,ieee8023-v7labs427,nih-cxr8,covid19-radiography} \\
         --preset quick --hold-out covid19-radiography
-    python benchmarks/masked_vs_raw.py ../shared/data/covidqu-infseg --preset covidqu-cpu --out benchmarks/results/covidqu_cpu
+    python benchmarks/masked_vs_raw.py ../shared/data/covidqu-infseg --preset covidqu-cpu --out benchmarks/results/covidqu_cpu \\
+        --external ../shared/data/{nih-cxr8,covid19-radiography,ieee8023-radiologist100,ieee8023-v7labs427}
 
 Everything goes to ``--out`` (default ``results/<preset>/``, git-ignored): report.md, report.html,
 results.json, figures and the run folders.
@@ -115,21 +118,22 @@ def preset(name: str, device: str) -> Preset:
         from lungcls import builtin
 
         # test=0.15: the split the built-in segmenter was trained with (scripts/builtin_segmenter.sh), so it never saw Test
-        return Preset(segmenter_recipe("cpu", device=device), classifier_recipe("cpu", epochs=8, device=device), seeds=2,
+        return Preset(segmenter_recipe("cpu", device=device), classifier_recipe("cpu", epochs=6, device=device), seeds=3,
                       working_size=256, seg_model=builtin.DEFAULT if builtin.DEFAULT in builtin.names() else None,
                       test=0.15)  # fmt: skip
     if name == "gpu":
-        return Preset(segmenter_recipe("default", device=device), classifier_recipe("default", device=device), seeds=3,
+        return Preset(segmenter_recipe("default", device=device), classifier_recipe("default", device=device), seeds=5,
                       working_size=256)  # fmt: skip
     raise SystemExit(f"unknown preset {name!r}; choose quick, covidqu-cpu or gpu")
 
 
 def make_cache(
-    data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0
+    data: list[Path], out: Path, size: int, test: float = 0.2, seed: int = 0, pinned: frozenset[str] = frozenset()
 ) -> tuple[PackedCache, str, list[tuple[str, str]]]:
     """One split for everything (both stages, every mode and seed), made once: Train/Val/Test by patient and
     duplicate picture, crop-aligned copies included (searched first on the images as they are); data with Train
-    and Val only has Test carved out of Train. Returns the cache, what split was made, and the crop-aligned pairs
+    and Val only has Test carved out of Train; ``pinned`` (content hashes: the images a reused segmenter saw) stay in
+    Train, so no Test image was seen by stage 1. Returns the cache, what split was made, and the crop-aligned pairs
     (content hashes)."""
     manifest = open_dataset(data).manifest
     whole = split_and_cache(manifest, out / "cache-unsplit", size, split="none", progress=False).cache
@@ -138,7 +142,8 @@ def make_cache(
     pairs = crop_aligned_pairs(np.asarray(whole.images), every, every)
     also = [[row_of[whole.samples[i].image], row_of[whole.samples[j].image]] for i, j in pairs]
     print(f"crop-aligned copies: {len(pairs)} pairs, kept on one side of the split and resampled together", flush=True)
-    made = split_and_cache(manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed, also=also)
+    made = split_and_cache(manifest, out / "cache", size, split="complete", val=0.1, test=test, seed=seed, also=also,
+                           pinned=pinned)  # fmt: skip
     return made.cache, made.split, [(whole.hashes[i], whole.hashes[j]) for i, j in pairs]
 
 
@@ -387,7 +392,8 @@ def main() -> None:
     out = args.out or REPO / "results" / args.preset
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cache, split_what, cropped = make_cache(args.data, out, p.working_size, p.test)
+    seen = frozenset(Segmenter.load(seg_spec, device=args.device).seen_images) if seg_spec else frozenset()
+    cache, split_what, cropped = make_cache(args.data, out, p.working_size, p.test, pinned=seen)
     print(f"split: {split_what}", flush=True)
 
     if seg_spec:
