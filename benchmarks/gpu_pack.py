@@ -107,6 +107,30 @@ def _read_mask(path: Path) -> np.ndarray | None:
 def pack(roots: list[Path], out: Path, quality: int, split: bool, margin_mib: float, carry: list[Path]) -> dict:
     """Write the archive of ``roots`` to ``out`` (see the module's docstring); returns its index."""
     files = sorted((root, f) for root in roots for f in root.rglob("*") if f.is_file())
+    index, members = _contents(files, quality)
+    index["roots"] = [r.name for r in roots]
+    if split:
+        index["split"] = _split_csv(roots)
+    members["index.json.xz"] = lzma.compress(json.dumps(index).encode())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    with tarfile.open(tmp, "w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    kib, limit = travel_kib([tmp, *carry]), LIMIT_KIB - int(margin_mib * 1024)
+    if kib > limit:
+        tmp.unlink()
+        raise SystemExit(f"{out}: the call would carry {kib} KiB (checkout + {', '.join(map(str, carry)) or 'nothing'} + "
+                         f"archive) > {limit} KiB (64 MiB less a {margin_mib} MiB margin); nothing written")  # fmt: skip
+    tmp.replace(out)
+    index.update(travel_kib=kib, archive_bytes=out.stat().st_size)
+    return index
+
+
+def _contents(files: list[tuple[Path, Path]], quality: int) -> tuple[dict, dict[str, bytes]]:
+    """The index and the members (images, masks, other files) of an archive of ``files`` ((root, file) pairs)."""
     images = [(r, f) for r, f in files if f.suffix.lower() == ".png" and not _is_mask(f.relative_to(r))]
     masks = [(r, f) for r, f in files if f.suffix.lower() == ".png" and _is_mask(f.relative_to(r))]
     with ThreadPoolExecutor() as pool:
@@ -140,7 +164,6 @@ def pack(roots: list[Path], out: Path, quality: int, split: bool, margin_mib: fl
     shapes = {tuple(b.shape) for b in stack}
     packed = b"".join(np.packbits(b).tobytes() for b in stack)
     index = {
-        "roots": [r.name for r in roots],
         "files": len(files),
         "images": len(images),
         "masks": len(stack),
@@ -152,25 +175,12 @@ def pack(roots: list[Path], out: Path, quality: int, split: bool, margin_mib: fl
         "mask_shapes": [list(s) for s in shapes],
         "entries": entries,
     }
-    if split:
-        index["split"] = _split_csv(roots)
-    members = {"index.json.xz": lzma.compress(json.dumps(index).encode()), "images.bin": blob.getvalue(),
-               "masks.xz": lzma.compress(packed), "files.xz": lzma.compress(others.getvalue())}  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    with tarfile.open(tmp, "w") as tar:
-        for member, data in members.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    kib, limit = travel_kib([tmp, *carry]), LIMIT_KIB - int(margin_mib * 1024)
-    if kib > limit:
-        tmp.unlink()
-        raise SystemExit(f"{out}: the call would carry {kib} KiB (checkout + {', '.join(map(str, carry)) or 'nothing'} + "
-                         f"archive) > {limit} KiB (64 MiB less a {margin_mib} MiB margin); nothing written")  # fmt: skip
-    tmp.replace(out)
-    index.update(travel_kib=kib, archive_bytes=out.stat().st_size)
-    return index
+    members = {
+        "images.bin": blob.getvalue(),
+        "masks.xz": lzma.compress(packed),
+        "files.xz": lzma.compress(others.getvalue()),
+    }
+    return index, members
 
 
 def _split_csv(roots: list[Path]) -> str:

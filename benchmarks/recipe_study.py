@@ -167,6 +167,41 @@ def rank(results: list[dict]) -> list[tuple[str, float, float, list[float]]]:
     return sorted(table, key=lambda t: (-t[1] if t[1] == t[1] else float("inf"), -t[2]))  # NaN (no result) last
 
 
+def predict_masks(segmenter: Path, cache: Path, device: str) -> None:
+    """The segmenter's masks of every cache row, predicted once (kept beside the cache) before the runs that read them."""
+    code = ("from lungcls.data.cache import PackedCache; from lungcls.seg.segmenter import Segmenter; "
+            f"Segmenter.load({str(segmenter)!r}, device={device!r}).cache_masks(PackedCache.open({str(cache)!r}))")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_chosen(runs: list[dict], cache: Path, device: str) -> dict[int, float]:
+    """Test accuracy of the chosen point's runs (after the ranking, which saw Val only): {seed: accuracy}."""
+    test = {}
+    for r in runs:
+        cmd = [sys.executable, "-m", "lungcls", "evaluate-cls", str(cache), "--model", r["out"], "--split", "Test",
+               "--out", r["out"], "--device", device, "-q", "--force"]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+        test[r["seed"]] = json.loads((Path(r["out"]) / "eval_test.json").read_text())["accuracy"]
+    return test
+
+
+def make_jobs(stage: str, grid: dict, seeds: int, evaluate: list[str], base: dict, out: Path, smoke: bool,
+              links: dict[str, Path]) -> list[dict]:  # fmt: skip
+    """One job per grid point and seed, seed-major (whole seeds go last when time runs short); a classifier point
+    with ``init: unet`` starts from ``links["encoder"]``, one on predicted masks reads ``links["segmenter"]``."""
+    fixed = SMOKE["segmenter" if stage == "seg" else "classifier"] if smoke else {}
+    jobs = [{**base, "stage": stage, "name": name, "seed": seed, "evaluate": evaluate,
+             "overrides": {**fixed, **over}, "out": str(out / stage / f"{name}-s{seed}")}
+            for seed in range(seeds) for name, over in grid.items()]  # fmt: skip
+    for job in jobs:
+        over = job["overrides"]
+        if over.get("init") == "unet":
+            job["weights"] = str(links["encoder"])
+        if over.get("mode", "raw") != "raw" and over.get("mask_source") != "gt":
+            job["segmenter"] = str(links["segmenter"])
+    return jobs
+
+
 def study(args: argparse.Namespace) -> dict:
     """The three phases (see the module's docstring); a phase is skipped when its winner is given."""
     out, started = args.out, time.monotonic()
@@ -191,50 +226,30 @@ def study(args: argparse.Namespace) -> dict:
         later = list(shares)[list(shares).index(phase) :]
         return max(0.0, left * shares[phase] / sum(shares[p] for p in later))
 
-    def jobs(stage: str, grid: dict, seeds: int, evaluate: list[str], **extra) -> list[dict]:
-        fixed = SMOKE["segmenter" if stage == "seg" else "classifier"] if smoke else {}
-        return [{**base, **extra, "stage": stage, "name": name, "seed": seed, "evaluate": evaluate,
-                 "overrides": {**fixed, **over}, "out": str(out / stage / f"{name}-s{seed}")}
-                for seed in range(seeds) for name, over in grid.items()]  # fmt: skip
-
     print(f"phase 1: stage 1, {len(seg_grid)} points x {seg_seeds} seeds", flush=True)
     costs = Costs(args.fixed_guess)
-    seg = launch(jobs("seg", seg_grid, seg_seeds, ["Val"]), args.parallel, seconds("seg"), log, costs)
+    seg = launch(make_jobs("seg", seg_grid, seg_seeds, ["Val"], base, out, smoke, {}), args.parallel, seconds("seg"), log,
+                 costs)  # fmt: skip
     seg_rank = rank(seg)
     seg_best = seg_rank[0][0]
     segmenter = out / "seg" / f"{seg_best}-s0"
     encoder = out / "seg" / ("r50-s0" if "r50" in seg_grid else f"{seg_best}-s0") / "model.safetensors"
+    links = {"segmenter": segmenter, "encoder": encoder}
     cls, cls_rank, test = [], [], {}
     if args.winner_cls is None:
         print(f"phase 2: stage 2, {len(cls_grid)} points x {args.seeds} seeds", flush=True)
-        cls_jobs = jobs("cls", cls_grid, args.seeds, ["Val"])
-        for job in cls_jobs:
-            if job["overrides"].get("init") == "unet":
-                job["weights"] = str(encoder)
+        cls_jobs = make_jobs("cls", cls_grid, args.seeds, ["Val"], base, out, smoke, links)
         cls = launch(cls_jobs, args.parallel, seconds("cls"), log, costs)
         cls_rank = rank(cls)
-        for r in (r for r in cls if r["name"] == cls_rank[0][0] and r["exit"] == 0):  # Test: the chosen point alone
-            cmd = [sys.executable, "-m", "lungcls", "evaluate-cls", str(cache), "--model", r["out"], "--split", "Test",
-                   "--out", r["out"], "--device", args.device, "-q", "--force"]  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True)
-            test[r["seed"]] = json.loads((Path(r["out"]) / "eval_test.json").read_text())["accuracy"]
+        test = test_chosen([r for r in cls if r["name"] == cls_rank[0][0] and r["exit"] == 0], cache, args.device)
     cls_best = cls_rank[0][0] if cls_rank else "chosen"
 
     print(f"phase 3: the seed experiment, {len(modes)} modes x {args.experiment_seeds} seeds", flush=True)
     chosen = {**(SMOKE["classifier"] if smoke else {}), **cls_grid[cls_best]}
-    experiment = jobs("experiment", {m: {**chosen, **o} for m, o in modes.items()}, args.experiment_seeds,
-                      ["Val", "Test"], segmenter=str(segmenter))  # fmt: skip
-    for job in experiment:
-        if chosen.get("init") == "unet":
-            job["weights"] = str(encoder)
-        if job["name"] in ("raw", "masked-gt"):
-            job.pop("segmenter")
+    grid = {m: {**chosen, **o} for m, o in modes.items()}
+    experiment = make_jobs("experiment", grid, args.experiment_seeds, ["Val", "Test"], base, out, smoke, links)
     if any("segmenter" in job for job in experiment):
-        masks = (
-            "from lungcls.data.cache import PackedCache; from lungcls.seg.segmenter import Segmenter; "
-            f"Segmenter.load({str(segmenter)!r}, device={args.device!r}).cache_masks(PackedCache.open({str(cache)!r}))"
-        )
-        subprocess.run([sys.executable, "-c", masks], check=True)  # once, before the runs that read them
+        predict_masks(segmenter, cache, args.device)
     exp = launch(experiment, args.parallel, seconds("experiment"), log, costs)
     return {"seg": seg, "seg_rank": seg_rank, "cls": cls, "cls_rank": cls_rank, "cls_test": test,
             "experiment": exp, "chosen": {"segmenter": seg_best, "classifier": cls_best},

@@ -189,15 +189,19 @@ def run_stage(
     log.info(
         "training on %d images, validating on %d, device %s", len(stage.rows["Train"]), len(stage.rows["Val"]), device
     )
-    train, val = (stage.loader(split, device, ranks) for split in ("Train", "Val"))
-    budget = None
-    if stage.train.time_budget is not None:  # counted from the start of the run; its end evaluates Val and Test
-        budget = TimeBudget(stage.train.time_budget, started, len(stage.rows["Val"]) + len(stage.rows["Test"]))
-    result = fit(task, train, val, stage.train, out, record, resume, progress, on_epoch_end, ranks, budget)
+    loaders, budget = [stage.loader(split, device, ranks) for split in ("Train", "Val")], _budget(stage, started)
+    result = fit(task, *loaders, stage.train, out, record, resume, progress, on_epoch_end, ranks, budget)
     if not ranks.main:  # rank 0 makes the model, evaluates it and writes the reports
         return TrainResult(out, result, None, split=made)
     model, reports = _finish(stage, task, result, record, out, progress, started, evaluate)
     return TrainResult(out, result, model, reports, split=made)
+
+
+def _budget(stage: Stage, started: float) -> TimeBudget | None:
+    """The run's time budget, counted from its start; its end evaluates Val and Test."""
+    if stage.train.time_budget is None:
+        return None
+    return TimeBudget(stage.train.time_budget, started, len(stage.rows["Val"]) + len(stage.rows["Test"]))
 
 
 def _open_data(
