@@ -155,11 +155,12 @@ def crop_aligned_pairs(
         images: uint8 (N, S, S) at the working size (a memory-map is read in pieces).
     """
     found: set[tuple[int, int]] = set()
-    for crop_side, whole_side in ((left, right), (right, left)):
+    same = np.array_equal(left, right)  # within one set: one direction already tries every picture as the crop
+    for crop_side, whole_side in ((left, right),) if same else ((left, right), (right, left)):
         for i, j in _crop_candidates(images, crop_side, whole_side, offsets):
             if i != j and _same_picture_cropped(images[i], images[j], offsets):
                 a, b = (i, j) if crop_side is left else (j, i)
-                found.add((int(a), int(b)))
+                found.add((int(min(a, b)), int(max(a, b))) if same else (int(a), int(b)))
     return sorted(found)
 
 
