@@ -7,7 +7,8 @@
 #   PART covidqu: ARCHIVE = covidqu-infseg, all 4,384 images (WebP q95, masks exact) and the split made from
 #     the original PNGs (Val kept, Test carved out of Train). The recipe study (recipe_study.py): stage-1 grid,
 #     stage-2 grid ranked on Val (Test for the chosen point only), then the seed experiment (raw, masked-gt,
-#     masked, masked-cropped x 5 seeds) with the chosen recipes.
+#     masked, masked-cropped x 5 seeds) with the chosen recipes, analysed as the masked-vs-raw study analyses its
+#     runs (analyse_runs.py: clusters, two-level intervals, non-inferiority, power, calibration; about 60 s).
 #   PART shared: ARCHIVE = the four small shared sets, lossless, and their split. The chosen recipes
 #     (WINNER_SEG / WINNER_CLS: JSON overrides, from part covidqu's winner_*.json; default: the default recipes)
 #     trained on them: stage 1, then stage 2 raw, masked and masked-cropped x 3 seeds, evaluated on Test.
@@ -47,12 +48,16 @@ else
   STUDY="--grid gpu --parallel 8 --seeds 2 --max-epochs 300"
   SEEDS=5
 fi
-LEFT=$((BUDGET - (SECONDS - START) - 15))  # 15 s kept for copying the results
+ANALYSIS=$([ "$PART" = covidqu ] && echo 60 || echo 0)  # the seed experiment's statistics, on the CPUs
+LEFT=$((BUDGET - (SECONDS - START) - 15 - ANALYSIS))  # 15 s kept for copying the results
 echo "== $PART: ${LEFT} s for the study ($(date +%T))"
 if [ "$PART" = covidqu ]; then
   # shellcheck disable=SC2086
   python3 benchmarks/recipe_study.py --split "$WORK/data/split.csv" --out "$WORK/study" --budget "$LEFT" \
     --experiment-seeds "$SEEDS" $STUDY 2>&1 | tee "$RESULTS/study.log"
+  rc=${PIPESTATUS[0]}
+  python3 benchmarks/analyse_runs.py "$WORK/study/experiment" --cache "$WORK/study/cache" --out "$RESULTS" \
+    > "$RESULTS/analysis.log" 2>&1 || echo "analysis failed: see analysis.log"
 elif [ "$PART" = shared ]; then
   [ "${SMOKE:-0}" = 1 ] || SEEDS=3
   EMPTY='{}'  # no winner given: the default recipe
@@ -60,10 +65,10 @@ elif [ "$PART" = shared ]; then
   python3 benchmarks/recipe_study.py --split "$WORK/data/split.csv" --out "$WORK/study" --budget "$LEFT" \
     --winner-seg "${WINNER_SEG:-$EMPTY}" --winner-cls "${WINNER_CLS:-$EMPTY}" --modes raw masked masked-cropped \
     --experiment-seeds "$SEEDS" $STUDY 2>&1 | tee "$RESULTS/study.log"
+  rc=${PIPESTATUS[0]}
 else
   echo "PART must be covidqu or shared, not $PART"; exit 2
 fi
-rc=${PIPESTATUS[0]}
 cp "$WORK/study"/recipe_study.* "$WORK/study"/winner_*.json "$WORK/study/runs.jsonl" "$RESULTS/" 2>/dev/null
 for run in "$WORK"/study/{seg,cls,experiment}/*/; do  # each run's record and reports, small files only
   [ -d "$run" ] || continue

@@ -83,6 +83,8 @@ def test_the_plan_both_calls_within_their_budgets(box, tmp_path):
     assert len({r["name"] for r in searched}) >= 2 and all(r.get("test") is None for r in searched)
     for r in searched:  # Test evaluated for the chosen point alone, after the ranking
         assert (out / "runs" / f"cls-{r['name']}-s{r['seed']}" / "eval_test.md").is_file() == (r["name"] == chosen)
+    analysis = (out / "analysis.md").read_text()  # the seed experiment analysed as the study analyses its runs
+    assert "masked-cropped - raw" in analysis and "seeds and clusters resampled" in analysis
     winners = {k: (out / f"winner_{k}.json").read_text().replace("\n", "") for k in ("seg", "cls")}
 
     out2 = tmp_path / "gpu2"
