@@ -38,6 +38,8 @@ def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
         assert v["seeds"] == [2, 2] and v["detectable_difference"] > 0
     assert set(r["primary"]["result"]) == {"masked-gt", "masked"} and r["primary"]["margin"] > 0
     assert r["external_data"]["images"] + r["external_data"]["removed_shared_pictures"] == 10
+    per_source = r["external_data"]["by_source"]
+    assert set(per_source) == {EXTERNAL} and set(per_source[EXTERNAL]["vs_raw"]) == {"masked-gt", "masked"}
     assert main["vs_raw"]["masked-gt"]["n_images"] <= main["modes"]["raw"]["n_test"]  # masked-gt: masked images only
     cams = main["gradcam_in_lung_share"]
     assert cams["masked@last block"]["seeds"] == 2 and "masked@layer3" in cams
