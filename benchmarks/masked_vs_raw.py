@@ -561,24 +561,9 @@ def reference_table(mode: str, t: dict) -> list[str]:
     return lines + [""]
 
 
-def report(r: dict) -> str:
-    lines = ["# Masked vs raw", "", f"Data: {', '.join(Path(d).name for d in r['data'])}; {r['split']}.",
-             f"Preset `{r['preset']}`, {r['seeds']} seed(s) per mode, {r['n_boot']} bootstrap resamples; "
-             f"{r['seconds'] / 60:.0f} min on {r['machine']['cpu']} (GPU: {r['machine']['gpu'] or 'none'}).", "",
-             "Research use only. Read the last section before reading anything into these numbers.", ""]  # fmt: skip
-    s1 = r["stage1"]
-    src = r["settings"]["segmenter"] or {}
-    named = f"built-in `{src.get('name')}`" if src.get("origin") == "builtin" else "trained in this study"
-    lines += ["## Stage 1 (lung segmentation)", "",
-              f"Segmenter: {named} (weights sha256 `{str(src.get('sha256'))[:16]}`). It was trained or validated on {r['stage1_saw']['Val']} of the "
-              f"classifier's Val images and {r['stage1_saw']['Test']} of its Test images (Val images it saw make model "
-              "selection slightly optimistic; Test images it saw would make Test scores optimistic).", "",
-              "| split | set | images | Dice mean | Dice p5 | IoU mean | HD95 (px) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for split, v in s1.items():
-        for name, s in {**v["by_source"], "all": v["summary"]}.items():
-            if s["dice"]["n"]:
-                lines.append(f"| {split} | {name} | {s['dice']['n']} | {s['dice']['mean']:.4f} | {s['dice']['p5']:.4f} | "
-                             f"{s['iou']['mean']:.4f} | {s['hd95']['mean']:.2f} |")  # fmt: skip
+def _primary_lines(r: dict) -> list[str]:
+    """The primary endpoint's section."""
+    lines: list[str] = []
     pr = r["primary"]
     lines += ["", "## Primary endpoint (stated before the run)", "",
               f"{pr['endpoint']}; a masked mode is non-inferior when the difference is above -{pr['margin']}, tested by the "
@@ -595,20 +580,12 @@ def report(r: dict) -> str:
                          f"{fmt_ci(v['balanced_accuracy_diff_ci'], True)} | {fmt_p(v['noninferiority_p_holm'])} | "
                          f"{v['detectable_difference']:.3f} |")  # fmt: skip
         lines.append("")
-    lines += ["## Masked vs raw on the held-out Test split (secondary: internal)", ""]
-    lines += mode_table(r["main"], "All modes, paired against raw")
-    g = r["main"]["gradcam_in_lung_share"]
-    lines += ["### Where Grad-CAM looks (a random class-stratified sample of Test, every seed)", "",
-              "| mode @ layer | maps | share in the lungs | ÷ lung share of the input (1 = uniform) | on the lung edge | "
-              "on the black background |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for m, v in g.items():
-        if v["n"]:
-            lines.append(f"| {m} | {v['n']} | {v['in_lung']:.2f} | {v['in_lung_over_fraction']:.2f} | {v['edge']:.2f} | "
-                         f"{v['background']:.2f} |")  # fmt: skip
-    lines.append("")
-    lines += ["### Reference tables (mean ± std over seeds)", ""]
-    for mode, s in r["main"]["modes"].items():
-        lines += reference_table(mode, s["table"])
+    return lines
+
+
+def _external_lines(r: dict) -> list[str]:
+    """The external data's section, and the held-out sources'."""
+    lines: list[str] = []
     if r.get("external_data"):
         x = r["external_data"]
         lines += [f"## External data: {', '.join(x['sets'])}", "",
@@ -632,6 +609,12 @@ def report(r: dict) -> str:
         lines += mode_table(stats, f"{src} held out")
         for mode, s in stats["modes"].items():
             lines += reference_table(mode, s["table"])
+    return lines
+
+
+def _probe_lines(r: dict) -> list[str]:
+    """The shortcut controls' section."""
+    lines: list[str] = []
     p = r["shortcut_probe"]
     if p:
         lines += ["## Shortcut controls: what tells the class, and where the picture came from", "",
@@ -654,6 +637,44 @@ def report(r: dict) -> str:
                               for part in ("whole", "inside"))  # fmt: skip
             lines.append(f"- {cls} ({', '.join(v['sources'])}): balanced accuracy {parts}")
         lines.append("")
+    return lines
+
+
+def report(r: dict) -> str:
+    lines = ["# Masked vs raw", "", f"Data: {', '.join(Path(d).name for d in r['data'])}; {r['split']}.",
+             f"Preset `{r['preset']}`, {r['seeds']} seed(s) per mode, {r['n_boot']} bootstrap resamples; "
+             f"{r['seconds'] / 60:.0f} min on {r['machine']['cpu']} (GPU: {r['machine']['gpu'] or 'none'}).", "",
+             "Research use only. Read the last section before reading anything into these numbers.", ""]  # fmt: skip
+    s1 = r["stage1"]
+    src = r["settings"]["segmenter"] or {}
+    named = f"built-in `{src.get('name')}`" if src.get("origin") == "builtin" else "trained in this study"
+    lines += ["## Stage 1 (lung segmentation)", "",
+              f"Segmenter: {named} (weights sha256 `{str(src.get('sha256'))[:16]}`). It was trained or validated on {r['stage1_saw']['Val']} of the "
+              f"classifier's Val images and {r['stage1_saw']['Test']} of its Test images (Val images it saw make model "
+              "selection slightly optimistic; Test images it saw would make Test scores optimistic).", "",
+              "| split | set | images | Dice mean | Dice p5 | IoU mean | HD95 (px) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for split, v in s1.items():
+        for name, s in {**v["by_source"], "all": v["summary"]}.items():
+            if s["dice"]["n"]:
+                lines.append(f"| {split} | {name} | {s['dice']['n']} | {s['dice']['mean']:.4f} | {s['dice']['p5']:.4f} | "
+                             f"{s['iou']['mean']:.4f} | {s['hd95']['mean']:.2f} |")  # fmt: skip
+    lines += _primary_lines(r)
+    lines += ["## Masked vs raw on the held-out Test split (secondary: internal)", ""]
+    lines += mode_table(r["main"], "All modes, paired against raw")
+    g = r["main"]["gradcam_in_lung_share"]
+    lines += ["### Where Grad-CAM looks (a random class-stratified sample of Test, every seed)", "",
+              "| mode @ layer | maps | share in the lungs | ÷ lung share of the input (1 = uniform) | on the lung edge | "
+              "on the black background |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for m, v in g.items():
+        if v["n"]:
+            lines.append(f"| {m} | {v['n']} | {v['in_lung']:.2f} | {v['in_lung_over_fraction']:.2f} | {v['edge']:.2f} | "
+                         f"{v['background']:.2f} |")  # fmt: skip
+    lines.append("")
+    lines += ["### Reference tables (mean ± std over seeds)", ""]
+    for mode, s in r["main"]["modes"].items():
+        lines += reference_table(mode, s["table"])
+    lines += _external_lines(r)
+    lines += _probe_lines(r)
     lines += ["## What these numbers can and cannot support", "",
               "- They compare inputs (raw, masked, cropped) for one recipe on these data sets and this split. They are not "
               "diagnostic performance: nothing here was validated on a clinical population, and the labels of public CXR "
