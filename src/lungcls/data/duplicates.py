@@ -154,13 +154,18 @@ def crop_aligned_pairs(
     Args:
         images: uint8 (N, S, S) at the working size (a memory-map is read in pieces).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     found: set[tuple[int, int]] = set()
     same = np.array_equal(left, right)  # within one set: one direction already tries every picture as the crop
     for crop_side, whole_side in ((left, right),) if same else ((left, right), (right, left)):
-        for i, j in _crop_candidates(images, crop_side, whole_side, offsets):
-            if i != j and _same_picture_cropped(images[i], images[j], offsets):
-                a, b = (i, j) if crop_side is left else (j, i)
-                found.add((int(min(a, b)), int(max(a, b))) if same else (int(a), int(b)))
+        candidates = [(i, j) for i, j in _crop_candidates(images, crop_side, whole_side, offsets) if i != j]
+        with ThreadPoolExecutor() as pool:  # each check is a few hundred small torch/OpenCV calls
+            kept = pool.map(lambda ij: _same_picture_cropped(images[ij[0]], images[ij[1]], offsets), candidates)
+            for (i, j), keep in zip(candidates, kept):
+                if keep:
+                    a, b = (i, j) if crop_side is left else (j, i)
+                    found.add((int(min(a, b)), int(max(a, b))) if same else (int(a), int(b)))
     return sorted(found)
 
 
