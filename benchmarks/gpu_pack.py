@@ -252,12 +252,18 @@ def main() -> None:
     p.add_argument("--split", action="store_true", help="make the split here, from the original PNGs, and ship it")
     p.add_argument("--margin-mib", type=float, default=4.0, help="room left under the 64 MiB a call carries")
     p.add_argument("--carry", nargs="*", type=Path, default=[], help="other paths the same call carries (.whl)")
+    p.add_argument("--force", action="store_true", help="replace an existing archive")
     u = sub.add_parser("unpack", help="the folders and the split back, on the GPU machine")
     u.add_argument("archive", type=Path)
     u.add_argument("dest", type=Path)
+    u.add_argument("--force", action="store_true", help="unpack into a folder that holds files")
     s = sub.add_parser("size", help="KiB a call would carry (checkout + these paths), as the device tool counts it")
     s.add_argument("--carry", nargs="*", type=Path, default=[])
     args = parser.parse_args()
+    if args.command == "pack" and args.out.exists() and not args.force:
+        parser.exit(2, f"error: {args.out} exists; pass --force to replace it\n")
+    if args.command == "unpack" and args.dest.is_dir() and any(args.dest.iterdir()) and not args.force:
+        parser.exit(2, f"error: {args.dest} holds files; pass --force to unpack into it\n")
     if args.command == "pack":
         quality = LOSSLESS if args.quality == "lossless" else int(args.quality)
         index = pack(args.roots, args.out, quality, args.split, args.margin_mib, args.carry)

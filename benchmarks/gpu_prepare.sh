@@ -18,9 +18,9 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl segmentation_models_pytorch==0.6.0
 python3 -m pip wheel -q --no-deps -w .whl grad-cam==1.5.7 ttach==0.0.3  # pure Python, published as sdists
-python3 benchmarks/gpu_pack.py pack "$DATA/covidqu-infseg" --out .gpu_data/covidqu.tar --quality 95 --split --carry .whl
+python3 benchmarks/gpu_pack.py pack "$DATA/covidqu-infseg" --out .gpu_data/covidqu.tar --quality 95 --split --carry .whl --force
 python3 benchmarks/gpu_pack.py pack "$DATA"/{ieee8023-radiologist100,ieee8023-v7labs427,nih-cxr8,covid19-radiography} \
-  --out .gpu_data/shared.tar --split --carry .whl
+  --out .gpu_data/shared.tar --split --carry .whl --force
 for part in covidqu shared; do
   echo "call with .gpu_data/$part.tar: $(python3 benchmarks/gpu_pack.py size --carry .whl .gpu_data/$part.tar)"
 done

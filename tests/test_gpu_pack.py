@@ -89,3 +89,15 @@ def test_the_whole_covidqu_infseg_travels_in_one_call_with_a_4_mib_margin(shared
     kib = gpu_pack.travel_kib([out])
     assert kib <= gpu_pack.LIMIT_KIB - 4 * 1024, kib
     assert '"images": 4384' in result.stdout and '"masks": 8768' in result.stdout
+
+
+def test_an_existing_archive_or_a_full_folder_is_not_replaced_without_force(tmp_path):
+    (tmp_path / "data.tar").write_bytes(b"mine")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "kept.txt").write_text("mine")
+    script = str(REPO / "benchmarks" / "gpu_pack.py")
+    for args in (["pack", str(tmp_path), "--out", str(tmp_path / "data.tar")],
+                 ["unpack", str(tmp_path / "data.tar"), str(tmp_path / "dest")]):  # fmt: skip
+        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+        assert result.returncode == 2 and "--force" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert (tmp_path / "data.tar").read_bytes() == b"mine" and (tmp_path / "dest" / "kept.txt").read_text() == "mine"
