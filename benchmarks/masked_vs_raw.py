@@ -217,18 +217,12 @@ def compare(
     out = {"modes": {}, "vs_" + reference: {}, "n_boot": n_boot, "margin": MARGIN}
     for mode, rs in runs.items():
         reports = [r.reports[split] for r in rs]
-        images = per_image(reports[0])
-        keys = sorted(images)
-        cl = [clusters.get(k, k) for k in keys]
-        labels = np.array([images[k]["label"] for k in keys])
-        preds = np.array([[per_image(r)[k]["pred"] for k in keys] for r in reports])
-        probs = np.array([[per_image(r)[k]["probs"] for k in keys] for r in reports])
+        a = test_arrays(reports, clusters)
+        keys, cl, labels, preds, probs = a["_keys"], a["_clusters"], a["_labels"], a["_preds"], a["probs"]
         correct = preds == labels
         seed_mean = lambda idx: float(correct[:, idx].mean())  # noqa: E731
-        calib = {
-            m: float(np.mean([calibration_scores(p, labels)[m] for p in probs]))
-            for m in ("ece", "classwise_ece", "brier", "nll")
-        }
+        per_seed = [calibration_scores(p, labels) for p in probs]
+        calib = {m: float(np.mean([c[m] for c in per_seed])) for m in per_seed[0]}
         calib_ci = calibration_intervals(probs, labels, cl, min(n_boot, 300))
         out["modes"][mode] = {
             "table": aggregate(reports), "n_test": len(keys), "clusters": len(set(cl)),
@@ -241,7 +235,7 @@ def compare(
             "ece_after": float(np.mean([r.calibration["ece_after"] for r in reports])),
             "temperature": [r.calibration["temperature"] for r in reports], "empty_masks": [r.empty_masks for r in reports],
         }  # fmt: skip
-        out["modes"][mode].update(_keys=keys, _preds=preds, _labels=labels, _clusters=cl)
+        out["modes"][mode].update({k: v for k, v in a.items() if k.startswith("_")})
     if reference in runs:
         contrasts = [m for m in runs if m != reference]
         for mode in contrasts:
@@ -255,18 +249,23 @@ def compare(
     return out
 
 
+def test_arrays(reports: list, clusters: dict[str, str]) -> dict:
+    """One mode's per-image results over its seeds, in one order (by content hash): ``_keys``, ``_labels`` (N,),
+    ``_preds`` (S, N), ``_clusters`` (what :func:`paired` reads), ``probs`` (S, N, K) and ``source`` (N,)."""
+    seeds = [per_image(r) for r in reports]  # each report indexed once
+    keys = sorted(seeds[0])
+    first = seeds[0]
+    return {"_keys": keys, "_labels": np.array([first[k]["label"] for k in keys]),
+            "_preds": np.array([[im[k]["pred"] for k in keys] for im in seeds]),
+            "_clusters": [clusters.get(k, k) for k in keys],
+            "probs": np.array([[im[k]["probs"] for k in keys] for im in seeds]),
+            "source": np.array([first[k]["source"] for k in keys])}  # fmt: skip
+
+
 def by_source(runs: dict[str, list], n_boot: int, clusters: dict[str, str], split: str = "test") -> dict:
     """Per source set of the evaluated images (secondary, unadjusted): each mode's accuracy and balanced accuracy,
     and each masked mode's contrast to raw on that source's images (:func:`paired`)."""
-    arrays = {}
-    for mode, rs in runs.items():
-        reports = [r.reports[split] for r in rs]
-        images = per_image(reports[0])
-        keys = sorted(images)
-        arrays[mode] = {"_keys": keys, "_labels": np.array([images[k]["label"] for k in keys]),
-                        "_preds": np.array([[per_image(r)[k]["pred"] for k in keys] for r in reports]),
-                        "_clusters": [clusters.get(k, k) for k in keys],
-                        "source": np.array([images[k]["source"] for k in keys])}  # fmt: skip
+    arrays = {mode: test_arrays([r.reports[split] for r in rs], clusters) for mode, rs in runs.items()}
     out = {}
     for source in sorted(set(arrays.get("raw", {}).get("source", []))):
         sub = {}
