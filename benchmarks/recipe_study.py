@@ -95,7 +95,7 @@ class Costs:
     def measure(self, job: dict, wall: float) -> None:
         path = Path(job["out"]) / "history.json"
         if path.is_file():
-            epochs = sum(r["seconds"] + r.get("val_seconds", 0.0) for r in json.loads(path.read_text()))
+            epochs = sum(r["seconds"] + r.get("validation_seconds", 0.0) for r in json.loads(path.read_text()))
             self.fixed = max(self.fixed * 0.5, wall - epochs)  # the latest, not far below the earlier ones
 
     def fitting(self, jobs: list[dict], parallel: int, seconds: float) -> tuple[list[dict], list[dict]]:

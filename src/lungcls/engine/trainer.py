@@ -272,7 +272,7 @@ class _Fit:
         if self.val is not None:
             started = time.perf_counter()
             record.update(_validate(task, self.val, cfg, self.ema))
-            record["val_seconds"] = time.perf_counter() - started
+            record["validation_seconds"] = time.perf_counter() - started  # a time, not a val_* metric
         self.result.history.append(record)
         self.keep_if_best(epoch, record)
         self.position = Position(epoch + 1)
@@ -295,7 +295,7 @@ class _Fit:
         """Under a time budget: the epochs that fit, from what this epoch cost (over ranks: the mean plan)."""
         if self.budget is None:
             return
-        val_seconds = record.get("val_seconds", 0.0)
+        val_seconds = record.get("validation_seconds", 0.0)
         val_img_s = (
             len(self.val.rows) / val_seconds if self.val is not None and val_seconds > 0 else record["train_img_s"]
         )
