@@ -234,12 +234,12 @@ def test_an_interrupted_run_moved_with_its_segmenter_resumes_from_where_it_now_i
 
 
 def test_segment_on_a_dataset_folder_skips_its_mask_folders_and_says_so(tmp_path):
-    data = write_phantom_set(tmp_path / "data", per_class=2, size=64)  # the COVID-QU-Ex layout: images/, lung masks/
+    data = write_phantom_set(tmp_path / "data", per_class=2, size=64)  # COVID-QU-Ex's layout: images/, lung and infection masks/
     result = runner.invoke(app, ["segment", str(data), "--out", str(tmp_path / "out"), "--cpu", "-q"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "segment.csv")))
     assert len(rows) == 6 and all("/images/" in r["path"] for r in rows)
-    assert "skipped 3 mask folders of known layouts" in result.output
+    assert "skipped 6 mask folders of known layouts" in result.output
 
 
 def test_a_builtin_segmenter_given_as_a_classifier_is_named_for_what_it_is(tmp_path):

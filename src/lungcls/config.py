@@ -51,9 +51,11 @@ def check_values(config: Any) -> None:
 
 @dataclass
 class SegmenterConfig:
-    """Stage 1: an smp U-Net for one lung class.
+    """Stage 1: an smp U-Net for one class of pixel: the lung fields, or (``target="infection"``) the infection.
 
     Attributes:
+        target: what it segments: ``lungs`` (stage 1) or ``infection`` (COVID-QU-Ex's infection masks, empty on
+            Non-COVID and Normal images, which are real negatives).
         encoder_name: any smp encoder (``resnet34``, ``resnet18``, ``mobilenet_v2``, ...).
         encoder_weights: the weights training started from (provenance only: loading a trained
             model never reads them): ``None`` (random), ``"imagenet"`` (smp's local cache) or a file.
@@ -64,6 +66,7 @@ class SegmenterConfig:
     """
 
     arch: str = field(default="unet", metadata=limits(choices=("unet",)))
+    target: str = field(default="lungs", metadata=limits(choices=("lungs", "infection")))
     encoder_name: str = "resnet34"
     encoder_weights: str | None = None
     encoder_depth: int = field(default=5, metadata=limits(3, 5))
@@ -154,6 +157,7 @@ class PostprocessConfig:
             column's lung pixels (no mediastinum between two fields): ``lung-fields-joined``.
         max_centre_offset: the two sides' centres of mass further apart vertically than this share of
             the image height: ``lung-fields-misaligned``.
+        flags: compute the lung-shape flags (off for infection masks, which have no such shape).
         max_uncertain_share, min_mean_confidence: the segmenter hesitates (pixels with a probability
             between 0.2 and 0.8 make up more than ``max_uncertain_share`` of the mask's area, or the mean
             probability inside the mask is under ``min_mean_confidence``): ``uncertain-lungs``. On 490
@@ -171,6 +175,13 @@ class PostprocessConfig:
     max_centre_offset: float = field(default=0.3, metadata=limits(0.0, 1.0))
     max_uncertain_share: float = field(default=0.3, metadata=limits(0.0, 1.0))
     min_mean_confidence: float = field(default=0.935, metadata=limits(0.0, 1.0))
+    flags: bool = True
+
+    @classmethod
+    def for_target(cls, target: str) -> PostprocessConfig:
+        """The default post-processing of a segmenter of ``target``: for infection, the threshold alone (any
+        number of regions, holes kept) and no lung-shape flags."""
+        return cls() if target == "lungs" else cls(keep_largest=0, fill_holes=False, flags=False)
 
     def __post_init__(self) -> None:
         check_values(self)

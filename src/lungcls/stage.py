@@ -32,8 +32,8 @@ from .config import TrainConfig, to_dict
 from .data.cache import PackedCache
 from .data.loader import CacheLoader
 from .data.training_data import open_training_data
-from .engine.distributed import Ranks, main_first, rank_batch_size, setup
 from .engine.budget import TimeBudget
+from .engine.distributed import Ranks, main_first, rank_batch_size, setup
 from .engine.trainer import FitResult, Task, fit, seed_everything
 from .runs import TrainResult, data_record, environment, images_record, start_run
 from .tensorboard import TensorBoardLogger
@@ -44,11 +44,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class DataRequest:
     """What a stage asks of the data: the cache's working size, images pinned to Train (content hashes, e.g.
-    those the classifier's segmenter saw), and a source to hold out as Test."""
+    those the classifier's segmenter saw), a source to hold out as Test, and the masks to read (lungs or
+    infection)."""
 
     size: int
     pinned: frozenset[str] = frozenset()
     hold_out: str | None = None
+    masks: str = "lungs"
 
 
 class Stage:
@@ -216,6 +218,7 @@ def _open_data(
         strict=strict,
         pinned=request.pinned,
         hold_out=request.hold_out,
+        masks=request.masks,
     )
 
 

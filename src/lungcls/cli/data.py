@@ -17,13 +17,16 @@ Test = Annotated[
     float, opt("Share that goes to Test (also carved out of Train where the data has only Train and Val).", "FRACTION")
 ]
 SplitSeed = Annotated[int, opt("Seed of the split.", "N")]
+Masks = Annotated[
+    str, opt("The masks to read: lungs, or infection (COVID-QU-Ex's infection masks).", "lungs|infection")
+]
 
 
-def _open(roots: list[Path], part: str | None, say: bool = True):
+def _open(roots: list[Path], part: str | None, say: bool = True, masks: str = "lungs"):
     from ..data import open_dataset
 
     with library_errors():
-        found = open_dataset(roots, part=part)
+        found = open_dataset(roots, part=part, masks=masks)
     for note in found.notes if say else []:
         typer.secho(f"note: {note}", err=True, fg="yellow")
     return found
@@ -77,6 +80,7 @@ def data_split(
     seed: SplitSeed = 0,
     part: Part = None,
     resplit: Annotated[bool, opt("Ignore the splits the data already has.", "", "--resplit")] = False,
+    masks: Masks = "lungs",
     workers: Workers = None,
     force: Force = False,
     common: Common = None,
@@ -92,7 +96,7 @@ def data_split(
 
     refuse_out_inside_inputs(out, roots, force)
     refuse_existing(out, force)
-    found = _open(roots, part)
+    found = _open(roots, part, masks=masks)
     duplicates = cached_duplicates(found.manifest, workers=workers)
     with library_errors():
         split, what = complete_split(found.manifest, val, test, seed, duplicates, resplit=resplit)
@@ -112,6 +116,7 @@ def prepare(
     test: Test = 0.2,
     seed: SplitSeed = 0,
     part: Part = None,
+    masks: Masks = "lungs",
     workers: Workers = None,
     force: Force = False,
     common: Common = None,
@@ -124,7 +129,7 @@ def prepare(
     refuse_out_inside_inputs(out, roots, force)
     if not is_cache(out):
         refuse_existing(out, force, folder=True)
-    found = _open(roots, part)
+    found = _open(roots, part, masks=masks)
     with library_errors():
         done = split_and_cache(
             found.manifest,

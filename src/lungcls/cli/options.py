@@ -49,6 +49,7 @@ class SegRecipe(str, Enum):
     default = "default"
     cpu = "cpu"
     builtin = "builtin"
+    infection = "infection"
     demo = "demo"
 
 

@@ -103,6 +103,7 @@ def prepare_cache(
         "manifest_digest": manifest.digest(),
         "counts": Manifest([_sample(r) for r in rows]).counts(),
         "with_masks": sum(r["has_mask"] for r in rows),
+        "masks": manifest.masks,
         "failed": failed,
         "samples": rows,
     }
@@ -195,7 +196,12 @@ class PackedCache:
     @property
     def manifest(self) -> Manifest:
         """The cached samples as a manifest."""
-        return Manifest(list(self.samples))
+        return Manifest(list(self.samples), self.mask_kind)
+
+    @property
+    def mask_kind(self) -> str:
+        """What the cached masks show: ``lungs`` or ``infection`` (see :data:`~lungcls.data.manifest.MASK_KINDS`)."""
+        return self.meta.get("masks", "lungs")
 
     def indices(self, split: str | None = None, with_mask: bool = False) -> np.ndarray:
         """Row indices of one split (all rows when None), optionally only rows that have a mask."""

@@ -30,19 +30,30 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..reader import readable_kind
-from .manifest import LABEL_ALIASES, PATIENT_COLUMNS, Discovery, Manifest, Sample, parse_label
+from .manifest import (
+    LABEL_ALIASES,
+    MASK_KINDS,
+    PATIENT_COLUMNS,
+    Discovery,
+    Manifest,
+    Sample,
+    check_mask_kind,
+    parse_label,
+)
 
-MASK_FOLDERS = ("lung masks", "lung_masks", "lung-masks", "masks")
-PREFERRED_PART = "lung segmentation data"
+MASK_FOLDERS = MASK_KINDS["lungs"]["folders"]
+PREFERRED_PART = {"lungs": "lung segmentation data", "infection": "infection segmentation data"}
 
 
-def discover(root: str | Path, part: str | None = None) -> Discovery:
+def discover(root: str | Path, part: str | None = None, masks: str = "lungs") -> Discovery:
     """Discover a COVID-QU-Ex-style tree below ``root``.
 
     Args:
         root: the top folder, a part folder, a split folder, or a folder holding ``labels.csv``
             with image/label columns (a flat set such as ``ieee8023-originals``).
-        part: the part folder to use when several exist (default: ``Lung Segmentation Data``).
+        part: the part folder to use when several exist (default: ``Lung Segmentation Data``, or ``Infection
+            Segmentation Data`` for infection masks).
+        masks: the masks to read (``lungs``, or ``infection``: the ``infection masks/`` folders).
 
     Raises:
         DataError: nothing that looks like a dataset was found.
@@ -52,16 +63,16 @@ def discover(root: str | Path, part: str | None = None) -> Discovery:
         raise DataError(f"{root}: not a folder")
     sets = [c for c in sorted(root.iterdir()) if c.is_dir() and (c / "labels.csv").is_file()]
     if sets and not (root / "labels.csv").is_file():
-        return _discover_sets(root, part)
-    return _discover_set(root, part)
+        return _discover_sets(root, part, check_mask_kind(masks))
+    return _discover_set(root, part, check_mask_kind(masks))
 
 
-def _discover_sets(root: Path, part: str | None) -> Discovery:
+def _discover_sets(root: Path, part: str | None, masks: str) -> Discovery:
     """A folder of data sets: each sub-folder that holds a data set becomes a source of its own."""
-    joined, used, skipped = Discovery(Manifest([])), [], []
+    joined, used, skipped = Discovery(Manifest([], masks)), [], []
     for child in sorted(c for c in root.iterdir() if c.is_dir()):
         try:
-            found = _discover_set(child, part)
+            found = _discover_set(child, part, masks)
         except DataError:
             skipped.append(child.name)
             continue
@@ -74,25 +85,25 @@ def _discover_sets(root: Path, part: str | None) -> Discovery:
     return joined
 
 
-def _discover_set(root: Path, part: str | None) -> Discovery:
+def _discover_set(root: Path, part: str | None, masks: str) -> Discovery:
     groups = _image_folders(root)
     if not groups:
         labels = root / "labels.csv"
         if labels.is_file():  # flat set: the CSV is the manifest
             from .manifest import read_manifest_csv
 
-            return Discovery(read_manifest_csv(labels, source=root.name))
+            return Discovery(read_manifest_csv(labels, source=root.name, masks=masks))
         raise DataError(
             f"{root}: no dataset found: expected <split>/<class>/images/*.png below it "
             "(COVID-QU-Ex layout) or a labels.csv manifest"
         )
-    groups, note = _choose_part(groups, part, root)
-    result = Discovery(Manifest([]), notes=[note] if note else [])
+    groups, note = _choose_part(groups, part, root, PREFERRED_PART[masks])
+    result = Discovery(Manifest([], masks), notes=[note] if note else [])
     for images_dir, split, label in groups:
-        _collect(images_dir, split, label, root.name, result)
+        _collect(images_dir, split, label, root.name, result, MASK_KINDS[masks]["folders"])
     patients = _sidecar_patients(root)
     if patients:
-        result.manifest = Manifest([_with_patient(s, patients) for s in result.manifest])
+        result.manifest = Manifest([_with_patient(s, patients) for s in result.manifest], masks)
     return result
 
 
@@ -123,13 +134,13 @@ def _image_folders(root: Path) -> list[tuple[Path, str, str]]:
 
 
 def _choose_part(
-    groups: list[tuple[Path, str, str]], part: str | None, root: Path
+    groups: list[tuple[Path, str, str]], part: str | None, root: Path, preferred: str
 ) -> tuple[list[tuple[Path, str, str]], str | None]:
     """Keep one part (the folder above the split) when the tree holds several COVID-QU-Ex parts; say so."""
     parts = sorted({g[0].parent.parent.parent for g in groups})
     if len(parts) <= 1:
         return groups, None
-    wanted = (part or PREFERRED_PART).lower()
+    wanted = (part or preferred).lower()
     chosen = [p for p in parts if p.name.lower() == wanted]
     names = sorted({p.name for p in parts})
     if not chosen:
@@ -145,8 +156,8 @@ def _choose_part(
     )
 
 
-def _collect(images_dir: Path, split: str, label: str, source: str, result: Discovery) -> None:
-    mask_dir = next((images_dir.parent / m for m in MASK_FOLDERS if (images_dir.parent / m).is_dir()), None)
+def _collect(images_dir: Path, split: str, label: str, source: str, result: Discovery, folders=MASK_FOLDERS) -> None:
+    mask_dir = next((images_dir.parent / m for m in folders if (images_dir.parent / m).is_dir()), None)
     masks = {}
     if mask_dir is not None:
         masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if readable_kind(p)}

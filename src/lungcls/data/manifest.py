@@ -41,6 +41,27 @@ LABEL_ALIASES = {
 IMAGE_COLUMNS = ("image", "image_path", "path", "filename", "file")
 LABEL_COLUMNS = ("label", "class")
 MASK_COLUMNS = ("mask", "mask_path", "lung_mask")
+#: the masks a manifest can carry in :attr:`Sample.mask`: lung fields (stage 1) or infection (COVID-QU-Ex's
+#: Infection Segmentation part: a drawn region on COVID-19 images, an empty mask on the others); per kind, the
+#: CSV columns read (first match wins), the column written, and the folder names beside ``images/``
+MASK_KINDS = {
+    "lungs": {"columns": MASK_COLUMNS, "write": "mask", "folders": ("lung masks", "lung_masks", "lung-masks", "masks")},
+    "infection": {"columns": ("infection_mask",), "write": "infection_mask",
+                  "folders": ("infection masks", "infection_masks", "infection-masks")},
+}  # fmt: skip
+
+
+def check_mask_kind(masks: str) -> str:
+    """``masks`` if it is a kind of :data:`MASK_KINDS`.
+
+    Raises:
+        DataError: any other name.
+    """
+    if masks not in MASK_KINDS:
+        raise DataError(f"unknown kind of mask {masks!r}; choose {' or '.join(MASK_KINDS)}")
+    return masks
+
+
 SPLIT_COLUMNS = ("split",)
 PATIENT_COLUMNS = ("patient_id", "patientid", "patient")
 SOURCE_COLUMNS = ("source_set",)
@@ -72,7 +93,7 @@ class Sample:
     Attributes:
         image: absolute path of the image file.
         label: class name (see :func:`parse_label`).
-        mask: absolute path of the lung mask, or None.
+        mask: absolute path of the mask (of the manifest's kind, :attr:`Manifest.masks`), or None.
         split: split name (``Train``, ``Val``, ``Test``, ``All`` ...).
         patient: patient id, or "" when unknown.
         source: name of the set the sample came from (for per-source reports).
@@ -89,9 +110,10 @@ class Sample:
 
 @dataclass
 class Manifest:
-    """An ordered list of samples (see :class:`Sample`)."""
+    """An ordered list of samples (see :class:`Sample`); ``masks``: what their masks show (:data:`MASK_KINDS`)."""
 
     samples: list[Sample]
+    masks: str = "lungs"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -100,7 +122,9 @@ class Manifest:
         return iter(self.samples)
 
     def __add__(self, other: Manifest) -> Manifest:
-        return Manifest(self.samples + other.samples)
+        if self.samples and other.samples and self.masks != other.masks:
+            raise DataError(f"cannot join a manifest of {self.masks} masks with one of {other.masks} masks")
+        return Manifest(self.samples + other.samples, self.masks if self.samples else other.masks)
 
     @property
     def splits(self) -> list[str]:
@@ -139,7 +163,7 @@ class Manifest:
         """A copy with the split of each sample replaced."""
         if len(splits) != len(self.samples):
             raise ValueError(f"{len(splits)} splits for {len(self.samples)} samples")
-        return Manifest([replace(s, split=sp) for s, sp in zip(self.samples, splits)])
+        return Manifest([replace(s, split=sp) for s, sp in zip(self.samples, splits)], self.masks)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{split: {class name: count}}."""
@@ -155,10 +179,11 @@ class Manifest:
         return hashlib.sha1(self.to_csv_text().encode()).hexdigest()
 
     def to_csv_text(self) -> str:
-        """The manifest as CSV text with columns image, label, mask, split, patient_id, source_set."""
+        """The manifest as CSV text with columns image, label, mask (``infection_mask`` for infection masks), split,
+        patient_id, source_set."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["image", "label", "mask", "split", "patient_id", "source_set"])
+        w.writerow(["image", "label", MASK_KINDS[self.masks]["write"], "split", "patient_id", "source_set"])
         for s in self.samples:
             w.writerow([s.image, s.label, s.mask or "", s.split, s.patient, s.source])
         return buf.getvalue()
@@ -186,11 +211,12 @@ class Discovery:
         self.notes += other.notes
 
 
-def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
+def read_manifest_csv(path: str | Path, source: str | None = None, masks: str = "lungs") -> Manifest:
     """Read a CSV manifest.
 
     Columns (case-insensitive, first match wins): image path (``image``/``path``/``filename``),
-    label (``label``/``class``), optional mask path (``mask``), split (``split``, default ``All``),
+    label (``label``/``class``), optional mask path (``mask``/``lung_mask`` for lungs, ``infection_mask`` with
+    ``masks="infection"``), split (``split``, default ``All``),
     patient id (``patient_id``/``patientid``). Relative paths are taken from the CSV's folder, or,
     for images, from its ``images/`` subfolder.
 
@@ -210,7 +236,8 @@ def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
                 f"{path}: a manifest needs an image column ({'/'.join(IMAGE_COLUMNS)}) and a label column "
                 f"({'/'.join(LABEL_COLUMNS)}); found {', '.join(fields) or 'no columns'}"
             )
-        mask_col, split_col = _pick(fields, MASK_COLUMNS), _pick(fields, SPLIT_COLUMNS)
+        kind = MASK_KINDS[check_mask_kind(masks)]
+        mask_col, split_col = _pick(fields, kind["columns"]), _pick(fields, SPLIT_COLUMNS)
         patient_col, source_col = _pick(fields, PATIENT_COLUMNS), _pick(fields, SOURCE_COLUMNS)
         samples = []
         for line, row in enumerate(reader, start=2):
@@ -223,7 +250,7 @@ def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
             if image is None:
                 raise DataError(f"{path}, line {line}: image {row[image_col]!r} not found under {base}")
             mask_value = (row.get(mask_col) or "").strip() if mask_col else ""
-            mask = _resolve(base, mask_value, ("", "lung masks")) if mask_value else None
+            mask = _resolve(base, mask_value, ("", kind["folders"][0])) if mask_value else None
             samples.append(
                 Sample(
                     image=str(image),
@@ -237,7 +264,7 @@ def read_manifest_csv(path: str | Path, source: str | None = None) -> Manifest:
             )
     if not samples:
         raise DataError(f"{path}: manifest has no rows")
-    return Manifest(samples)
+    return Manifest(samples, masks)
 
 
 def _pick(fields: dict[str, str], candidates: tuple[str, ...]) -> str | None:

@@ -24,8 +24,9 @@ from .manifest import CLASS_NAMES
 SET_NAME = "SYNTHETIC-phantoms"
 
 
-def make_phantom(rng: np.random.Generator, label: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom: (image uint8 (size, size), lung mask uint8 (size, size) in {0, 1})."""
+def make_phantom(rng: np.random.Generator, label: int, size: int = 128, infection: bool = False) -> tuple:
+    """One phantom: (image uint8 (size, size), lung mask uint8 (size, size) in {0, 1}); with ``infection`` also the
+    infection mask (the COVID-19 haze inside the lungs; empty for the other classes, as in COVID-QU-Ex)."""
     s = size
     img = np.zeros((s, s), np.float32)
     cv2.ellipse(
@@ -58,6 +59,18 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 128) -> tuple
             img, (s // 2 + side * int(s * 0.19), int(s * 0.86)), (int(s * 0.17), int(s * 0.1)), 0, 180, 360, 0.62, -1
         )
     mask[img > 0.5] = 0  # heart and diaphragm cut the lung fields, as lung masks do
+    opacity = _opacity(rng, label, s)
+    img += opacity * mask
+    img = cv2.GaussianBlur(img, (0, 0), s / 180) * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
+    img += rng.normal(0, 0.025, img.shape).astype(np.float32)
+    picture = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    if infection:
+        return picture, mask, ((opacity > 0.08) & (mask > 0) & (label == 0)).astype(np.uint8)
+    return picture, mask
+
+
+def _opacity(rng: np.random.Generator, label: int, s: int) -> np.ndarray:
+    """The class's opacities, float (s, s): COVID-19 ground glass, a Non-COVID consolidation, or none."""
     opacity = np.zeros((s, s), np.float32)
     if label == 0:  # COVID-19: bilateral peripheral ground glass, lower zones
         for _ in range(rng.integers(3, 6)):
@@ -79,14 +92,12 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 128) -> tuple
             -1,
         )
         opacity = cv2.GaussianBlur(opacity, (0, 0), s / 90)
-    img += opacity * mask
-    img = cv2.GaussianBlur(img, (0, 0), s / 180) * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
-    img += rng.normal(0, 0.025, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8), mask
+    return opacity
 
 
 def write_phantom_set(root: str | Path, per_class: int = 100, size: int = 128, seed: int = 0) -> Path:
-    """Write ``per_class`` phantoms of each class in the COVID-QU-Ex layout under ``root/SYNTHETIC-phantoms``.
+    """Write ``per_class`` phantoms of each class in the COVID-QU-Ex layout under ``root/SYNTHETIC-phantoms``, with
+    lung masks and infection masks (see :func:`make_phantom`).
 
     Returns:
         The set's folder (discoverable with :func:`lungcls.data.discover`). File names start with
@@ -97,14 +108,15 @@ def write_phantom_set(root: str | Path, per_class: int = 100, size: int = 128, s
     rows = []
     for label, name in enumerate(CLASS_NAMES):
         images = base / "Lung Segmentation Data" / "All" / name / "images"
-        masks = images.parent / "lung masks"
-        images.mkdir(parents=True, exist_ok=True)
-        masks.mkdir(parents=True, exist_ok=True)
+        masks, infected = images.parent / "lung masks", images.parent / "infection masks"
+        for folder in (images, masks, infected):
+            folder.mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            image, mask = make_phantom(rng, label, size)
+            image, mask, infection = make_phantom(rng, label, size, infection=True)
             file = f"SYNTHETIC_{name}_{k:04d}.png"
             cv2.imwrite(str(images / file), image)
             cv2.imwrite(str(masks / file), mask * 255)
+            cv2.imwrite(str(infected / file), infection * 255)
             rows.append(
                 {
                     "filename": file,

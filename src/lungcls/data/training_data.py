@@ -84,8 +84,9 @@ def open_training_data(
     strict: bool = False,
     pinned: Collection[str] = (),
     hold_out: str | None = None,
+    masks: str = "lungs",
 ) -> tuple[PackedCache, str | None]:
-    """A packed cache with Train and Val splits for ``paths``.
+    """A packed cache with Train and Val splits for ``paths``, with their masks of kind ``masks``.
 
     ``paths`` may be one prepared cache (used as is, whatever its size), or dataset roots / CSV
     manifests, cached at ``size`` into ``cache_dir`` (reused when unchanged). Images without a
@@ -100,15 +101,21 @@ def open_training_data(
         (the cache, a sentence saying what split was made, or None when the data's own split was used).
 
     Raises:
-        DataError: no data, a cache without Train/Val splits, or (``strict``) a leak between splits.
+        DataError: no data, a cache without Train/Val splits or with masks of another kind, or (``strict``) a leak
+            between splits.
     """
     given = PackedCache.open(paths[0]) if len(paths) == 1 and is_cache(paths[0]) else None
+    if given is not None and given.mask_kind != masks:
+        raise DataError(
+            f"{paths[0]}: the cache holds {given.mask_kind} masks, not {masks} masks; prepare one with "
+            f"`lungcls prepare ... --masks {masks}`"
+        )
     if given is not None and hold_out is None:  # any size: the tasks resize batches to their model's size
         if not {"Train", "Val"} <= {s.split for s in given.samples}:
             raise DataError(f"{paths[0]}: the cache has no Train and Val splits; prepare it with --make-split")
         cache, made = given, None
     else:
-        manifest = given.manifest if given is not None else open_dataset(paths).manifest
+        manifest = given.manifest if given is not None else open_dataset(paths, masks=masks).manifest
         done = split_and_cache(
             manifest, cache_dir, size, seed=split_seed, pinned=pinned, hold_out=hold_out, progress=progress
         )

@@ -40,7 +40,7 @@ def build_segmenter(cfg: SegmenterConfig, encoder_weights: str | None = None) ->
             f"{cfg.encoder_name} ImageNet weights are not available offline ({e}); pass a local weights file instead",
         ) from None
     if encoder_weights not in (None, "imagenet"):
-        _load_encoder_file(model.encoder, encoder_weights)
+        _load_weights_file(model, encoder_weights)
     _strip_unused_stages(model, cfg)
     return model
 
@@ -77,9 +77,21 @@ def own_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[st
     return {k: v for k, v in state.items() if not k.startswith(stripped)} if stripped else state
 
 
-def _load_encoder_file(encoder: torch.nn.Module, path: str) -> None:
+def _load_weights_file(model: torch.nn.Module, path: str) -> None:
+    """A U-Net's starting weights from ``path``: an encoder's (safetensors or torchvision ``.pth``), or a trained
+    U-Net's ``model.safetensors`` (a lungcls segmenter: every tensor whose name and shape fit, decoder included,
+    e.g. an infection segmenter started from the lung segmenter)."""
+    state = read_weights_file(path)
+    if any(k.startswith("encoder.") for k in state):
+        _load_encoder_state(model.encoder, {k[8:]: v for k, v in state.items() if k.startswith("encoder.")}, path)
+        own = model.state_dict()
+        rest = {k: v for k, v in state.items() if not k.startswith("encoder.") and k in own and own[k].shape == v.shape}
+        torch.nn.Module.load_state_dict(model, rest, strict=False)
+    else:
+        _load_encoder_state(model.encoder, state, path)
 
-    state = read_weights_file(path)  # safetensors, or a torchvision .pth read with weights_only
+
+def _load_encoder_state(encoder: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if "conv1.weight" in state and state["conv1.weight"].shape[1] != encoder.conv1.weight.shape[1]:
         state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)  # RGB filters -> one gray channel

@@ -86,8 +86,8 @@ def mask_flags(
     cfg = cfg or PostprocessConfig()
     m = (masks[:, 0] != 0).float()
     n, h, w = m.shape
-    if n == 0:
-        return []
+    if n == 0 or not cfg.flags:
+        return [[] for _ in range(n)]
     fraction = m.mean(dim=(1, 2))
     halves = torch.stack([m[:, :, : w // 2].sum(dim=(1, 2)), m[:, :, w // 2 :].sum(dim=(1, 2))], 1)
     side_ratio = halves.min(1).values / halves.max(1).values.clamp_min(1)

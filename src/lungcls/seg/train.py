@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class SegmenterStage(Stage):
-    """Stage 1: a U-Net on the images that have lung masks; evaluated on Val and Test (Dice per set)."""
+    """Stage 1: a U-Net on the images that have masks of its target (lungs, or infection); evaluated on Val and
+    Test (Dice per set; for infection also the false-positive area on images without infection)."""
 
     kind = "segmenter"
 
@@ -51,12 +52,13 @@ class SegmenterStage(Stage):
         if self.model is None or self.train is None:
             recipe_model, recipe_train = segmenter_recipe()
             self.model, self.train = self.model or recipe_model, self.train or recipe_train
-        self.post = self.post or PostprocessConfig()
+        self.post = self.post or PostprocessConfig.for_target(self.model.target)
         if self.weights is not None and saved is None:
             self.model = dataclasses.replace(self.model, encoder_weights=describe_weights(self.weights))
 
     def prepare(self, device: torch.device) -> DataRequest:
-        return DataRequest(size=max(WORKING_SIZE, self.model.image_size))
+        self.device = device
+        return DataRequest(size=max(WORKING_SIZE, self.model.image_size), masks=self.model.target)
 
     def select(self, progress: bool, strict: bool) -> dict[str, np.ndarray]:
         if self.model.image_size > self.cache.size[0]:
@@ -66,10 +68,13 @@ class SegmenterStage(Stage):
                 self.cache.size[0],
             )
         rows = split_rows(self.cache, with_mask=True)
+        what = "lung" if self.model.target == "lungs" else "infection"
         if len(rows["Train"]) == 0 or len(rows["Val"]) == 0:
             raise DataError(
-                f"{self.cache.path}: need lung masks in both Train ({len(rows['Train'])}) and Val ({len(rows['Val'])})"
+                f"{self.cache.path}: need {what} masks in both Train ({len(rows['Train'])}) and Val ({len(rows['Val'])})"
             )
+        if self.model.target == "infection" and not any(self.cache.masks[i].any() for i in rows["Train"]):
+            raise DataError(f"{self.cache.path}: every infection mask in Train is empty: nothing to learn")
         return rows
 
     def build(self, device: torch.device, fresh: bool) -> SegmentationTask:
@@ -84,7 +89,20 @@ class SegmenterStage(Stage):
         return Segmenter(unwrap(task.model), self.model, self.post, task.device, info=info, images=images)
 
     def evaluate(self, model: Segmenter, split: str, progress: bool) -> SegmentationReport:
-        return evaluate_segmenter(model, self.cache, self.rows[split], split.lower(), progress=progress)
+        return evaluate_segmenter(
+            model, self.cache, self.rows[split], split.lower(), progress=progress, lungs=self._lungs()
+        )
+
+    def _lungs(self) -> Segmenter | None:
+        """For an infection segmenter, the built-in lung segmenter its false-positive share of the lungs is
+        measured in (None for a lung segmenter, or an installation without one)."""
+        from .. import builtin
+
+        if self.model.target != "infection" or builtin.DEFAULT not in builtin.names():
+            return None
+        if getattr(self, "_lung_model", None) is None:
+            self._lung_model = Segmenter.load(builtin.DEFAULT, device=self.device, batch_size=32)
+        return self._lung_model
 
     def write_report(self, report: SegmentationReport, out: Path) -> list[Path]:
         return write_segmentation_report(report, out)
