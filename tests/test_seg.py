@@ -226,7 +226,8 @@ def test_segment_cli_writes_outputs_and_goes_on_past_a_corrupt_file(tmp_path, re
     for sub in ("masks", "overlays"):
         assert len(list((tmp_path / "out" / sub).glob("*.png"))) == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
-    assert rows[0] == "path,name,width,height,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,error,model_warnings"
+    assert rows[0] == ("path,name,width,height,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,mask_dice_estimate,error,"
+                       "model_warnings")  # fmt: skip
     inside = CliRunner().invoke(
         app, ["segment", str(folder), "--model", str(tmp_path / "run"), "--out", str(folder / "o")]
     )

@@ -225,7 +225,9 @@ def calibration_scores(probs: np.ndarray, labels: np.ndarray, bins: int = 15) ->
 def cluster_interval(
     score: Callable[[np.ndarray], float], clusters: Sequence, n_boot: int = 1000, seed: int = 0
 ) -> list[float]:
-    """95% percentile interval of ``score(indices)`` over cluster-bootstrap resamples of the items."""
+    """95% percentile interval of ``score(indices)`` over cluster-bootstrap resamples of the items (resamples where
+    the score is undefined, NaN, e.g. an AUROC without negatives, are left out)."""
     rng = np.random.default_rng(seed)
-    values = [score(idx) for idx in cluster_draws(clusters, n_boot, rng)]
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else [math.nan] * 2
+    values = np.array([score(idx) for idx in cluster_draws(clusters, n_boot, rng)], dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) else [math.nan] * 2

@@ -1,4 +1,5 @@
-"""Built-in models shipped inside the package: lung segmenters that work right after ``pip install``.
+"""Built-in models shipped inside the package: a lung and an infection segmenter that work right after
+``pip install``.
 
 Each lives in a sub-folder named after the model (``config.json`` with the SHA-256 of its weights,
 ``model.safetensors`` stored in half precision and loaded as float32, ``images.json`` with the content
@@ -22,6 +23,8 @@ from ..errors import CheckpointError
 
 #: the model ``lungcls segment`` and ``train-cls --mode masked`` use when no other is given
 DEFAULT = "unet-r18-covidqu"
+#: the infection segmenter ``lungcls segment --infection`` and ``Pipeline.load(..., infection=True)`` use
+INFECTION = "unet-r18-infection"
 
 
 def _root():

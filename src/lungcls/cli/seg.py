@@ -28,9 +28,16 @@ def train_seg(
         SegRecipe,
         opt(
             "Starting recipe (auto: default on a GPU, cpu without one); the options below change single settings.",
-            "[auto|default|cpu|builtin|demo]",
+            "[auto|default|cpu|builtin|infection|demo]",
         ),
     ] = SegRecipe.auto,
+    target: Annotated[
+        Optional[str],
+        opt(
+            "What to segment: lungs, or infection (the data's infection masks; default: the recipe's).",
+            "lungs|infection",
+        ),
+    ] = None,
     encoder: Annotated[Optional[str], opt("smp encoder name (resnet34, resnet18, mobilenet_v2 ...).", "NAME")] = None,
     encoder_weights: Annotated[
         Optional[str], opt("Start the encoder from 'imagenet' (smp's local cache) or a weights file.", "imagenet|FILE")
@@ -43,7 +50,8 @@ def train_seg(
     training: Training = None,
     common: Common = None,
 ) -> None:
-    """Train the lung U-Net (stage 1) on the images that have lung masks; evaluates Val and Test at the end."""
+    """Train the lung U-Net (stage 1) on the images that have lung masks, or with --target infection an infection
+    U-Net on the infection masks (empty masks count: they are images without infection); evaluates Val and Test."""
     from ..recipes import segmenter_recipe
     from ..seg.train import train_segmenter
 
@@ -52,6 +60,7 @@ def train_seg(
     with library_errors(resumable=True):
         model, train = segmenter_recipe(
             recipe.value,
+            target=target,
             encoder_name=encoder,
             encoder_depth=encoder_depth,
             decoder_channels=channels,
@@ -111,9 +120,23 @@ def segment(
     masks_only: Annotated[
         bool, opt("Write the masks and segment.csv only (no overlays, no crops).", "", "--masks-only")
     ] = False,
+    infection: Annotated[
+        bool,
+        opt(
+            "Also find the infection (built-in infection segmenter): infection/ masks, the infected share of each "
+            "lung, a severity score and grade, COVID-19 from infection.",
+            "",
+            "--infection",
+        ),
+    ] = False,
+    infection_model: Annotated[
+        Optional[str],
+        opt("The infection segmenter (a built-in name, run folder or bundle); implies --infection.", "MODEL"),
+    ] = None,
     common: Common = None,
 ) -> None:
-    """Segment the lungs: a mask, an outline overlay and a lung crop per image, and a CSV.
+    """Segment the lungs: a mask, an outline overlay and a lung crop per image, and a CSV; with --infection, the
+    infection in each lung too.
 
     Without --model the built-in lung segmenter is used: nothing to train, nothing downloaded.
     """
@@ -123,10 +146,15 @@ def segment(
     refuse_existing(out, force, folder=True)
     found = expand(inputs, out, force)
     with library_errors():
-        segmenter = Segmenter.load(model, device=common.device(device), batch_size=batch_size)
+        segmenter = Segmenter.load(model, device=common.device(device), batch_size=batch_size, target="lungs")
         if model is None:
             typer.echo(f"segmenter: built-in model {segmenter.info['source']['name']!r}", err=True)
-        rows = segment_files(found.paths, segmenter, out, progress=common.progress, masks_only=masks_only, force=force)
+        finder = None
+        if infection or infection_model:
+            finder = Segmenter.load(infection_model, common.device(device), target="infection", batch_size=batch_size)
+            typer.echo(f"infection: {finder.info['source']['name']!r}", err=True)
+        rows = segment_files(found.paths, segmenter, out, progress=common.progress, masks_only=masks_only, force=force,
+                             infection=finder)  # fmt: skip
     report_rows(rows, found, out / "segment.csv", "segmented")
 
 
@@ -149,7 +177,8 @@ def models(
         s = builtin.summary(name)
         default = " (default)" if name == builtin.DEFAULT else ""
         typer.echo(f"{name}{default}: {s.get('description', '')}")
-        for key in ("architecture", "trained_on", "mask_convention", "dice", "size_mb", "trained_where"):
+        keys = ("architecture", "trained_on", "mask_convention", "dice", "covid_detection", "size_mb", "trained_where")
+        for key in keys:
             if s.get(key) is not None:
                 typer.echo(f"  {key.replace('_', ' ')}: {s[key]}")
     typer.echo("\nWhole model card: lungcls models --card NAME")

@@ -20,6 +20,7 @@ from ..atomic import write_bytes
 from ..checkpoint import load_state
 from ..config import PostprocessConfig, SegmenterConfig, to_dict
 from ..engine.device import autocast
+from ..errors import CheckpointError
 from ..masking import lung_boxes
 from ..models.unet import build_segmenter, own_state, smp_config
 from ..progress import progress_bar
@@ -38,12 +39,15 @@ class SegmentResult:
         lung_fraction: share of the image that is lung.
         box: the lungs' bounding box (x0, y0, x1, y1), x1 and y1 exclusive, or None when no lung.
         flags: mask-quality flags (see :mod:`lungcls.seg.postprocess`).
+        dice_estimate: the Dice the mask is expected to have against a true mask (:func:`expected_dice`), NaN
+            when not computed.
     """
 
     mask: np.ndarray | None
     lung_fraction: float
     box: tuple[int, int, int, int] | None
     flags: list[str] = field(default_factory=list)
+    dice_estimate: float = float("nan")
 
 
 @dataclass
@@ -54,11 +58,13 @@ class MaskBatch:
         masks: uint8 (N, 1, H, W) in {0, 1}, post-processed, at the size the images were given.
         flags: mask-quality flags per image (see :mod:`lungcls.seg.postprocess`).
         probs: float32 (N, 1, H, W) in [0, 1], the lung probabilities before post-processing (only when asked).
+        dice_estimates: per image, the Dice each mask is expected to have (:func:`expected_dice`).
     """
 
     masks: torch.Tensor
     flags: list[list[str]]
     probs: torch.Tensor | None = None
+    dice_estimates: list[float] = field(default_factory=list)
 
 
 class Segmenter(TrainedModel):
@@ -87,20 +93,37 @@ class Segmenter(TrainedModel):
         info: dict | None = None,
         images: dict[str, list[str]] | None = None,
     ) -> None:
-        self.cfg, self.post = cfg, post or PostprocessConfig()
+        self.cfg, self.post = cfg, post or PostprocessConfig.for_target(cfg.target)
         self._place(partial(SegmentationTask, model.eval(), cfg), device, amp, batch_size, 64, compile, info, images)
 
     @classmethod
-    def load(cls, spec: str | Path | None = None, device: str | torch.device = "auto", **kwargs) -> Segmenter:
-        """Load a built-in model by name (None: :data:`lungcls.builtin.DEFAULT`), a ``train-seg`` run folder, or a
-        bundle's segmenter, checked by the model store. Only the architecture is rebuilt; no initial weights are read.
+    def load(
+        cls,
+        spec: str | Path | None = None,
+        device: str | torch.device = "auto",
+        target: str | None = None,
+        **kwargs,
+    ) -> Segmenter:
+        """Load a built-in model by name (None: :data:`lungcls.builtin.DEFAULT`, or :data:`lungcls.builtin.INFECTION`
+        with ``target="infection"``), a ``train-seg`` run folder, or a bundle's segmenter, checked by the model
+        store. Only the architecture is rebuilt; no initial weights are read.
+
+        Args:
+            target: ``lungs`` or ``infection``: refuse a model that segments the other (None: either).
 
         Raises:
-            CheckpointError: ``spec`` is none of these (the message says what it found), or its files do not
-                pass the store's checks (SHA-256, value ranges).
+            CheckpointError: ``spec`` is none of these (the message says what it found), its files do not
+                pass the store's checks (SHA-256, value ranges), or it segments another target.
         """
-        files = read_model(builtin.DEFAULT if spec is None else spec, "segmenter")
+        if spec is None:
+            spec = builtin.INFECTION if target == "infection" else builtin.DEFAULT
+        files = read_model(spec, "segmenter")
         cfg = files.section(SegmenterConfig, "model")
+        if target is not None and cfg.target != target:
+            raise CheckpointError(
+                f"{files.name}: segments {cfg.target}, not {target}"
+                + ("; pass it as the infection model (--infection-model)" if cfg.target == "infection" else "")
+            )
         post = files.section(PostprocessConfig, "postprocess")
         model = build_segmenter(cfg)
         load_state(model, own_state(model, files.weights), files.name)
@@ -146,7 +169,7 @@ class Segmenter(TrainedModel):
             progress: show a progress bar.
         """
 
-        out, flags, probs = [], [], []
+        out, flags, probs, estimates = [], [], [], []
         bar = progress_bar(total=len(images), desc="segmenting", unit="img", enabled=progress)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
@@ -157,6 +180,7 @@ class Segmenter(TrainedModel):
             m, f = postprocess(p, self.post)
             out.append(m)
             flags += f
+            estimates += expected_dice(p, m).tolist()
             if keep_probs:
                 probs.append(p)
             bar.update(len(chunk))
@@ -164,7 +188,7 @@ class Segmenter(TrainedModel):
         shape = (0, 1, *images.shape[-2:])
         masks = torch.cat(out) if out else torch.empty(shape, dtype=torch.uint8, device=self.device)
         kept = (torch.cat(probs) if probs else torch.empty(shape, device=self.device)) if keep_probs else None
-        return MaskBatch(masks, flags, kept)
+        return MaskBatch(masks, flags, kept, estimates)
 
     def segment(self, images: torch.Tensor) -> list[SegmentResult]:
         """Masks with lung fraction, box and flags for uint8 (N, 1, H, W) images."""
@@ -199,7 +223,21 @@ def describe(batch: MaskBatch, with_masks: bool = True) -> list[SegmentResult]:
     fractions = (batch.masks != 0).float().mean(dim=(1, 2, 3))
     arrays = batch.masks[:, 0].cpu().numpy() if with_masks else [None] * len(batch.masks)
     boxes, empty, fractions = boxes.long().tolist(), empty.tolist(), fractions.tolist()
+    estimates = batch.dice_estimates or [float("nan")] * len(arrays)
     return [
-        SegmentResult(m, f, None if e else tuple(b), list(g))
-        for m, f, b, e, g in zip(arrays, fractions, boxes, empty, batch.flags)
+        SegmentResult(m, f, None if e else tuple(b), list(g), q)
+        for m, f, b, e, g, q in zip(arrays, fractions, boxes, empty, batch.flags, estimates)
     ]
+
+
+def expected_dice(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The Dice each mask is expected to have, were the truth drawn pixel by pixel from the segmenter's own
+    probabilities: ``2 sum(p m) / (sum(p) + sum(m))`` (1 where both are empty). How well it tracks the true Dice is
+    measured in ``benchmarks/results/mask_quality.md``.
+
+    Args:
+        probs: float (N, 1, H, W) in [0, 1]; masks: (N, 1, H, W) in {0, 1}, from the same images.
+    """
+    p, m = probs.float().flatten(1), (masks != 0).float().flatten(1)
+    both = p.sum(1) + m.sum(1)
+    return torch.where(both > 0, 2 * (p * m).sum(1) / both.clamp_min(1e-6), torch.ones_like(both)).cpu()
