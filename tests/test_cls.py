@@ -167,12 +167,15 @@ def test_classify_a_folder_with_one_corrupt_file(tiny_runs, radiologist100, tmp_
     )
     assert result.exit_code == 1 and "broken.png" in result.output and "3 images classified" in result.output
     lines = out.read_text().splitlines()
-    assert lines[0] == ("path,name,width,height,predicted,p_COVID-19,p_Non-COVID,p_Normal,lung_fraction,"
-                        "box_x0,box_y0,box_x1,box_y1,flags,error,model_warnings")  # fmt: skip
-    good = [line for line in lines[1:] if "broken" not in line]
-    assert len(good) == 3 and all(line.split(",")[4] in ("COVID-19", "Non-COVID", "Normal") for line in good)
-    probs = [sum(float(v) for v in line.split(",")[5:8]) for line in good]
-    assert all(abs(p - 1) < 1e-3 for p in probs)
+    assert lines[0] == ("path,name,width,height,predicted,decision,decision_reason,confidence,p_COVID-19,p_Non-COVID,"
+                        "p_Normal,gate_score,lung_fraction,box_x0,box_y0,box_x1,box_y1,flags,mask_dice_estimate,error,"
+                        "model_warnings")  # fmt: skip
+    import csv
+
+    good = [r for r in csv.DictReader(lines) if "broken" not in r["path"]]
+    assert len(good) == 3 and all(r["predicted"] in ("COVID-19", "Non-COVID", "Normal") for r in good)
+    probs = [sum(float(r[f"p_{c}"]) for c in ("COVID-19", "Non-COVID", "Normal")) for r in good]
+    assert all(abs(p - 1) < 1e-3 for p in probs) and all(r["decision"] in ("answered", "flagged") for r in good)
     assert "truncated or corrupt" in next(line for line in lines if "broken" in line)
 
 

@@ -243,3 +243,42 @@ def test_lungcls_train_is_the_comfortable_one_command_path(tmp_path):
     for part in ("== stage 1: lung U-Net", "== then stage 2: resnet18", "classifier test", "| weighted avg |"):
         assert part in result.output, part
     assert Pipeline.load(tmp_path / "run" / "bundle", device="cpu").mode == "masked"
+
+
+def test_a_bundle_with_a_raw_classifier_falls_back_to_it_and_predict_says_what_it_decided(masked_run, tmp_path):
+    import csv
+
+    import cv2
+
+    from lungcls.cls.train import train_classifier
+
+    cfg = ClassifierConfig(arch="resnet18", image_size=32, mode="raw")
+    train_classifier([masked_run / "cache"], tmp_path / "raw", cfg, TrainConfig(epochs=1, batch_size=8, device="cpu"),
+                     progress=False)  # fmt: skip
+    runner = CliRunner()
+    made = runner.invoke(app, ["bundle", str(masked_run / "cls"), "--raw-model", str(tmp_path / "raw"), "--out",
+                               str(tmp_path / "bundle"), "-q"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "bundle" / "raw-classifier" / "model.safetensors").is_file()
+    pipe = Pipeline.load(tmp_path / "bundle", device="cpu")
+    assert pipe.raw is not None and pipe.raw.cfg.mode == "raw"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k, image in enumerate(phantoms(4)):
+        cv2.imwrite(str(folder / f"p{k}.png"), image)
+    cv2.imwrite(str(folder / "blank.png"), np.zeros((64, 64), np.uint8))  # no lungs: doubtful in a masked mode
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(tmp_path / "bundle"), "--out", str(tmp_path / "out"),
+                                 "--on-doubtful", "raw", "--abstain-below", "0.5", "--cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "--abstain-below 0.5: on the classifier's Val images it answers" in result.output
+    assert "decisions:" in result.output
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert {r["decision"] for r in rows.values()} <= {"answered", "flagged", "raw-fallback", "abstained"}
+    blank = rows["blank"]
+    assert blank["decision"] in ("raw-fallback", "abstained") and "doubtful lungs" in blank["decision_reason"]
+    assert all(r["mask_dice_estimate"] != "" for r in rows.values())
+    summary = (tmp_path / "out" / "decisions.md").read_text()
+    assert "| raw-fallback |" in summary and "5 images." in summary
+    reported = runner.invoke(app, ["report", str(tmp_path / "out"), "-q"])
+    assert reported.exit_code == 0 and "raw-fallback" in (tmp_path / "out" / "report.html").read_text()

@@ -78,7 +78,11 @@ def render(folder: Path, title: str | None = None) -> str:
 
 def _interesting(p: Path) -> bool:
     return (
-        any(p.glob("*.png")) or any(p.glob("eval_*.md")) or (p / "config.json").is_file() or (p / "report.md").is_file()
+        any(p.glob("*.png"))
+        or any(p.glob("eval_*.md"))
+        or (p / "config.json").is_file()
+        or (p / "report.md").is_file()
+        or (p / "decisions.md").is_file()
     )
 
 
@@ -93,8 +97,9 @@ def _folder_section(folder: Path, top: bool) -> str:
         parts += [f"<p class='warn'>WARNING: {html.escape(w)}.</p>" for w in warnings_for(config, config["kind"])]
     if config:
         parts.append(_config_summary(config))
-    if (folder / "report.md").is_file():
-        parts.append(markdown_to_html((folder / "report.md").read_text(), skip_title=True))
+    for md in ("report.md", "decisions.md"):
+        if (folder / md).is_file():
+            parts.append(markdown_to_html((folder / md).read_text(), skip_title=md == "report.md"))
     history = _json_list(folder / "history.json")
     if history and not list(folder.glob("curves*.png")):
         parts.append(_figure(figure_png(curves_figure({folder.name: history})), "learning curves (from history.json)"))

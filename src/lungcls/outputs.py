@@ -10,12 +10,18 @@ width, height  the image's own size in pixels
 lung_fraction  share of the image that is lung (computed on the working-size mask)
 box_x0..box_y1 the lungs' bounding box in the image's own pixels (x1, y1 exclusive), empty when no lung
 flags          mask-quality and other flags, ``;``-separated
+mask_dice_     the Dice the lung mask is expected to have (:func:`lungcls.seg.segmenter.expected_dice`)
+estimate
 error          why the file could not be read (empty when it could)
 model_warnings the warnings of the models' cards (synthetic, smoke, near chance, out of scope), ``;``-separated
 ============== =====================================================================================
 
 Every writer here follows :mod:`lungcls.output_policy`: nothing existing is replaced unless ``force``, and
 a folder's outputs appear together when they are complete.
+
+``segment --infection`` adds the ``infection_*`` columns of :class:`lungcls.seg.infection.InfectionResult` (infected
+share of both lungs and of each, extent score 0-8, grade, COVID-19 from infection), ``infection/`` masks, and
+overlays with the lungs outlined in green and the infection filled in red.
 
 ``classify`` and ``predict`` add ``predicted`` and ``p_<class>`` (calibrated probabilities);
 ``predict --explain`` adds ``in_lung_saliency``. Masks written by ``segment`` are the working-size
@@ -57,12 +63,13 @@ COMMON_FIELDS = [
     "box_x1",
     "box_y1",
     "flags",
+    "mask_dice_estimate",
     "error",
     "model_warnings",
 ]
 #: what ``segment`` and ``predict`` write into their output folders (see :func:`lungcls.output_policy.staged_folder`)
-SEGMENT_OUTPUTS = ("masks", "overlays", "crops", "segment.csv")
-PREDICT_OUTPUTS = ("explain", "predictions.csv")
+SEGMENT_OUTPUTS = ("masks", "infection", "overlays", "crops", "segment.csv")
+PREDICT_OUTPUTS = ("explain", "decisions.md", "predictions.csv")
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:
@@ -87,8 +94,10 @@ def segment_files(
     progress: bool = True,
     masks_only: bool = False,
     force: bool = False,
+    infection: Segmenter | None = None,
 ) -> list[dict]:
-    """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``.
+    """Segment each file and write ``masks/``, ``overlays/``, ``crops/`` PNGs and ``segment.csv`` under ``out``
+    (with an ``infection`` segmenter also ``infection/`` masks and the infection columns).
 
     Unreadable files get a CSV row with the error and no outputs; the others go on.
 
@@ -104,14 +113,21 @@ def segment_files(
         OutputExistsError: ``out`` is a file, or holds files and ``force`` was not given.
     """
     with staged_folder(out, force, SEGMENT_OUTPUTS) as staging:
-        return _segment_into(paths, segmenter, staging, size, progress, masks_only)
+        return _segment_into(paths, segmenter, staging, size, progress, masks_only, infection)
 
 
 def _segment_into(
-    paths: Sequence[Path], segmenter: Segmenter, out: Path, size: int, progress: bool, masks_only: bool
+    paths: Sequence[Path],
+    segmenter: Segmenter,
+    out: Path,
+    size: int,
+    progress: bool,
+    masks_only: bool,
+    infection: Segmenter | None = None,
 ) -> list[dict]:
+    from .seg.infection import INFECTION_FIELDS, measure
 
-    warnings = "; ".join(announce(model_warnings(segmenter)))
+    warnings = "; ".join(announce(model_warnings(segmenter) + (model_warnings(infection) if infection else [])))
     names = dict(zip(paths, unique_names(paths)))
     rows: list[dict] = []
     bar = progress_bar(total=len(paths), desc="segmenting", unit="img", enabled=progress)
@@ -120,38 +136,65 @@ def _segment_into(
         batch = segmenter.masks(torch.from_numpy(read.images)[:, None]) if len(read.images) else None
         results = describe(batch) if batch is not None else []
         crops = lung_boxes(batch.masks, CROP_MARGIN)[0].tolist() if batch is not None else []
+        infected = []
+        if infection is not None and batch is not None:
+            found = infection.masks(torch.from_numpy(read.images)[:, None].to(infection.device)).masks
+            infected = measure(found.to(batch.masks.device), batch.masks, batch.flags, detector_threshold(infection))
         for path, slot in zip(chunk, read.slots):
             if isinstance(slot, ImageReadError):
                 rows.append({"path": str(path), "name": names[path], "error": slot.reason})
                 continue
-            r = results[slot]
+            r, inf = results[slot], (infected[slot] if infected else None)
             write_segmentation(
-                out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size, masks_only
-            )
-            rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size))
+                out, names[path], read.natives[slot], r.mask, crops[slot] if r.box else None, size, masks_only,
+                inf.mask if inf else None,
+            )  # fmt: skip
+            rows.append(common_row(path, names[path], read.sizes[slot], r.lung_fraction, r.box, r.flags, size,
+                                   r.dice_estimate))  # fmt: skip
+            if inf is not None:
+                rows[-1].update(inf.row(), flags=";".join(r.flags + inf.flags))
         bar.update(len(chunk))
     bar.close()
     for row in rows:
         row["model_warnings"] = warnings
-    write_csv(out / "segment.csv", rows, COMMON_FIELDS)
+    fields = COMMON_FIELDS[:-2] + list(INFECTION_FIELDS) + COMMON_FIELDS[-2:] if infection else COMMON_FIELDS
+    write_csv(out / "segment.csv", rows, fields)
     return rows
 
 
+def detector_threshold(infection: Segmenter) -> float | None:
+    """The COVID-19-from-infection threshold on the infected share of the lungs that an infection segmenter carries
+    (chosen on Val when it was packaged; None when it has none)."""
+    return (infection.info.get("detector") or {}).get("threshold")
+
+
 def write_segmentation(
-    out: Path, name: str, native: np.ndarray, mask: np.ndarray, crop, size: int, masks_only: bool = False
+    out: Path,
+    name: str,
+    native: np.ndarray,
+    mask: np.ndarray,
+    crop,
+    size: int,
+    masks_only: bool = False,
+    infection: np.ndarray | None = None,
 ) -> None:
-    """``masks/``, ``overlays/`` and ``crops/`` PNGs of one image under ``out``, at the image's own size.
+    """``masks/``, ``overlays/`` and ``crops/`` PNGs of one image under ``out``, at the image's own size (and
+    ``infection/`` when there is an infection mask).
 
     Args:
         native: uint8 (H, W) the image as read; mask: uint8 (S, S) at the working size; crop: the crop
             box at the working size (None when there is no lung: no crop is written).
-        masks_only: the mask only.
+        masks_only: the masks only.
+        infection: uint8 (S, S) infection mask at the working size, or None.
     """
     mask = mask_at(mask, native.shape)
     write_bytes(out / "masks" / f"{name}.png", png(mask * 255))
+    infected = mask_at(infection, native.shape) if infection is not None else None
+    if infected is not None:
+        write_bytes(out / "infection" / f"{name}.png", png(infected * 255))
     if masks_only:
         return
-    write_bytes(out / "overlays" / f"{name}.png", png(overlay(native, mask)))
+    write_bytes(out / "overlays" / f"{name}.png", png(overlay(native, mask, infection=infected)))
     if crop is not None:
         x0, y0, x1, y1 = box_at(crop, size, native.shape)
         write_bytes(out / "crops" / f"{name}.png", png(native[y0:y1, x0:x1]))
@@ -189,8 +232,26 @@ def predict_to_folder(
             cam_method=cam_method,
             cam_target=cam_target,
         )
+        write_text(staging / "decisions.md", decisions_markdown(rows))
         write_csv(staging / "predictions.csv", rows, prediction_fields(pipe.class_names, explain))
     return rows
+
+
+def decisions_markdown(rows: list[dict], examples: int = 5) -> str:
+    """What happened to each image, counted (answered, flagged, raw-fallback, abstained, refused, unreadable),
+    with examples of everything but plain answers: what ``lungcls report`` shows of a ``predict`` folder."""
+    from collections import Counter
+
+    kinds = ["answered", "flagged", "raw-fallback", "abstained", "refused", "unreadable"]
+    decided = Counter("unreadable" if r.get("error") else r.get("decision", "answered") for r in rows)
+    lines = ["# Decisions", "", f"{len(rows)} images.", "", "| decision | images |", "|---|---|"]
+    lines += [f"| {k} | {decided.get(k, 0)} |" for k in kinds]
+    for k in kinds[1:]:
+        picked = [r for r in rows if ("unreadable" if r.get("error") else r.get("decision")) == k][:examples]
+        if picked:
+            lines += ["", f"**{k}** (e.g.):", ""]
+            lines += [f"- `{r['name']}`: {r.get('error') or r.get('decision_reason') or '-'}" for r in picked]
+    return "\n".join(lines) + "\n"
 
 
 def predict_files(
@@ -235,8 +296,8 @@ def _predict_chunk(pipe, chunk: list[Path], names: dict, explain: tuple | None, 
     s = pipe.size
     read = read_images(chunk, (s, s), keep_native=explain is not None or segment_dir is not None)
     batch = torch.from_numpy(read.images)[:, None]
-    segmented = pipe.segmenter.masks(batch) if pipe.segmenter is not None and len(batch) else None
-    preds = pipe.predict_batch(batch, segmented=segmented) if len(batch) else []
+    segmented = pipe.segmenter.masks(batch, keep_probs=pipe.gate is not None) if pipe.segmenter is not None and len(batch) else None
+    preds = pipe.predict_batch(batch, segmented=segmented, colours=read.colours, sizes=read.sizes) if len(batch) else []
     readable = [(path, slot) for path, slot in zip(chunk, read.slots) if not isinstance(slot, ImageReadError)]
     if segment_dir is not None and segmented is not None:
         crops = lung_boxes(segmented.masks, pipe.classifier.cfg.margin)[0].tolist()
@@ -253,8 +314,10 @@ def _predict_chunk(pipe, chunk: list[Path], names: dict, explain: tuple | None, 
             rows.append({"path": str(path), "name": names[path], "error": slot.reason})
             continue
         p = preds[slot]
-        row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s)
-        row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in pipe.class_names}}
+        row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s, p.dice_estimate)
+        row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in pipe.class_names if n in p.probs}}
+        row |= {"decision": p.decision, "decision_reason": p.reason, "confidence": round(p.confidence, 5),
+                "gate_score": "" if p.gate is None else round(p.gate.score, 4)}  # fmt: skip
         row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
         rows.append(row | {"model_warnings": "; ".join(pipe.warnings)})
     return rows
@@ -265,14 +328,23 @@ def prediction_fields(class_names: Sequence[str], explain: bool = False) -> list
     head, tail = COMMON_FIELDS[:4], COMMON_FIELDS[4:]
     return (
         head
-        + ["predicted", *[f"p_{n}" for n in class_names]]
+        + ["predicted", "decision", "decision_reason", "confidence", *[f"p_{n}" for n in class_names], "gate_score"]
         + tail[:-2]
         + (["in_lung_saliency"] if explain else [])
         + tail[-2:]
     )
 
 
-def common_row(path: Path, name: str, native: Size, fraction: float, box, flags: Sequence[str], size: int) -> dict:
+def common_row(
+    path: Path,
+    name: str,
+    native: Size,
+    fraction: float,
+    box,
+    flags: Sequence[str],
+    size: int,
+    dice_estimate: float = math.nan,
+) -> dict:
     """The columns every per-file CSV shares (see the module doc), box brought to the image's own pixels."""
     x0, y0, x1, y1 = box_at(box, size, native) if box is not None else ("",) * 4
     return {
@@ -286,6 +358,7 @@ def common_row(path: Path, name: str, native: Size, fraction: float, box, flags:
         "box_x1": x1,
         "box_y1": y1,
         "flags": ";".join(flags),
+        "mask_dice_estimate": "" if math.isnan(dice_estimate) else round(dice_estimate, 4),
         "error": "",
     }
 
@@ -310,16 +383,27 @@ def mask_at(mask: np.ndarray, native: Size) -> np.ndarray:
     return (up > 0.5).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, max_side: int = 1024) -> np.ndarray:
-    """BGR uint8 picture of ``image`` (H, W) with the outline of ``mask`` drawn in green."""
+def overlay(
+    image: np.ndarray, mask: np.ndarray, max_side: int = 1024, infection: np.ndarray | None = None
+) -> np.ndarray:
+    """BGR uint8 picture of ``image`` (H, W) with the outline of ``mask`` drawn in green, and ``infection`` (same
+    size, {0, 1}) filled in translucent red with a red outline."""
     scale = min(1.0, max_side / max(image.shape))
     if scale < 1:
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        infection = cv2.resize(infection, size, interpolation=cv2.INTER_NEAREST) if infection is not None else None
     picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    width = max(1, round(max(image.shape) / 256))
+    if infection is not None and infection.any():
+        red = picture.copy()
+        red[infection != 0] = (0, 0, 255)
+        picture = cv2.addWeighted(red, 0.35, picture, 0.65, 0)
+        contours, _ = cv2.findContours(infection.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(picture, contours, -1, (0, 0, 255), width)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(picture, contours, -1, (0, 220, 0), max(1, round(max(image.shape) / 256)))
+    cv2.drawContours(picture, contours, -1, (0, 220, 0), width)
     return picture
 
 

@@ -12,6 +12,7 @@ from, versions), ``segmenter/`` and ``classifier/`` (each ``config.json`` + ``mo
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import builtin
 from .atomic import write_json, write_text
 from .cls.classifier import Classifier
 from .config import ClassifierConfig, SegmenterConfig, TrainConfig
@@ -27,12 +29,15 @@ from .errors import CheckpointError, ImageReadError, LungclsError
 from .model_card import announce, pipeline_card, pipeline_warnings
 from .output_policy import staged_folder
 from .reader import check_side, read_images, resize_image
+from .decisions import DecisionPolicy, decide, doubtful_lungs
+from .gate import GateVerdict, InputGate
+from .seg.infection import InfectionResult, measure
 from .seg.segmenter import MaskBatch, Segmenter, describe
 from .version import __version__
 
 log = logging.getLogger(__name__)
 ImageLike = str | Path | np.ndarray | torch.Tensor
-BUNDLE_OUTPUTS = ("segmenter", "classifier", "pipeline.json", "MODEL_CARD.md")
+BUNDLE_OUTPUTS = ("segmenter", "classifier", "raw-classifier", "pipeline.json", "MODEL_CARD.md")
 SegmenterLike = Segmenter | str | Path
 
 
@@ -48,6 +53,14 @@ class Prediction:
         lung_fraction: share of the image that is lung.
         flags: e.g. ``no-lung``, ``one-lung-field``, ``empty-mask-raw-used``, ``unreadable``.
         error: why the image could not be read (file and reason), else None.
+        dice_estimate: the Dice the lung mask is expected to have (NaN without a segmenter).
+        decision: ``answered``, ``flagged``, ``raw-fallback``, ``abstained``, ``refused`` or ``unreadable``; reason: why (see
+            :mod:`lungcls.decisions`); ``label`` is empty when abstained or refused.
+        confidence: the top calibrated probability of the classifier that answered.
+        gate: the input gate's verdict (:class:`~lungcls.gate.GateVerdict`), when the pipeline has a gate.
+        infection: the infection in each lung (:class:`~lungcls.seg.infection.InfectionResult`: mask at the working
+            size, infected shares, score, grade, COVID-19 from infection), when the pipeline has an infection
+            segmenter.
     """
 
     label: str
@@ -57,6 +70,12 @@ class Prediction:
     lung_fraction: float
     flags: list[str] = field(default_factory=list)
     error: str | None = None
+    infection: InfectionResult | None = None
+    dice_estimate: float = float("nan")
+    decision: str = "answered"
+    reason: str = ""
+    confidence: float = float("nan")
+    gate: GateVerdict | None = None
 
 
 class Pipeline:
@@ -65,12 +84,32 @@ class Pipeline:
     Args:
         segmenter: a stage-1 :class:`Segmenter` (may be None for a ``raw`` classifier).
         classifier: a stage-2 :class:`Classifier`; its config fixes the mode and working size.
+        infection: an infection :class:`Segmenter` (``target="infection"``): each :class:`Prediction` then
+            carries the infection per lung (needs ``segmenter``).
+        gate: the input gate (:class:`~lungcls.gate.InputGate`) run before both stages.
+        raw: a raw-mode classifier that answers for doubtful lungs under the policy ``doubtful="raw"``.
+        policy: what to do with refused, doubtful and unsure images (:class:`~lungcls.decisions.DecisionPolicy`).
     """
 
-    def __init__(self, segmenter: Segmenter | None, classifier: Classifier) -> None:
+    def __init__(
+        self,
+        segmenter: Segmenter | None,
+        classifier: Classifier,
+        infection: Segmenter | None = None,
+        gate: InputGate | None = None,
+        raw: Classifier | None = None,
+        policy: DecisionPolicy | None = None,
+    ) -> None:
         if classifier.needs_masks and segmenter is None:
             raise LungclsError(f"a {classifier.cfg.mode!r} classifier needs a segmenter")
-        self.segmenter, self.classifier = segmenter, classifier
+        if infection is not None and (segmenter is None or infection.cfg.target != "infection"):
+            raise LungclsError("an infection segmenter needs a lung segmenter beside it, and must segment infection")
+        self.policy = policy or DecisionPolicy()
+        if raw is not None and (raw.cfg.mode != "raw" or raw.class_names != classifier.class_names):
+            raise LungclsError("the fallback classifier must be a raw-mode classifier with the same classes")
+        if self.policy.doubtful == "raw" and raw is None and classifier.needs_masks:
+            raise LungclsError("the policy 'raw' for doubtful lungs needs a raw classifier to fall back to (--raw-model)")
+        self.segmenter, self.classifier, self.infection, self.gate, self.raw = segmenter, classifier, infection, gate, raw
         self.size = classifier.cfg.working_size
         self.reports: dict[str, object] = {}  # evaluation reports, when the pipeline was just trained
         #: the models' card warnings and out-of-scope uses; logged once here, written into CSVs and bundles
@@ -95,23 +134,43 @@ class Pipeline:
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         segmenter: SegmenterLike | None = None,
+        infection: SegmenterLike | bool | None = None,
+        gate: str | bool | None = "auto",
+        raw: str | Path | Classifier | None = None,
+        policy: DecisionPolicy | None = None,
     ) -> Pipeline:
         """Load a bundle (from :meth:`save`) or a ``train-cls`` run folder.
 
         Args:
             segmenter: use this stage-1 model instead of the bundle's, or of the one the classifier
                 was trained with (a :class:`Segmenter`, a run folder, a bundle or a built-in name).
+            infection: an infection segmenter to measure infection per lung with (``True``: the built-in one,
+                :data:`lungcls.builtin.INFECTION`; or a :class:`Segmenter`, run folder or name).
+            gate: the input gate: ``"auto"`` the built-in one when the pipeline's segmenter is the one it was fitted
+                for, ``True`` the built-in one (an error if it does not fit), a gate's name or folder, or None/False.
+            raw: a raw-mode classifier (run folder, bundle, or loaded) for the policy ``doubtful="raw"`` (default:
+                the bundle's ``raw-classifier/``, if it has one).
+            policy: see :class:`~lungcls.decisions.DecisionPolicy`.
 
         Raises:
             CheckpointError: ``path`` is neither (the message says what it found), or the classifier's
                 segmenter cannot be found.
         """
         classifier = Classifier.load(path, device, batch_size=batch_size)
+        finder = infection if isinstance(infection, Segmenter) or not infection else None
+        if infection and finder is None:
+            spec = None if infection is True else infection
+            finder = Segmenter.load(spec, device, target="infection", batch_size=batch_size)
         if isinstance(segmenter, Segmenter):
-            return cls(segmenter, classifier)
+            return cls(segmenter, classifier, finder)
         spec = segmenter if segmenter is not None else classifier.segmenter_spec()
-        seg = Segmenter.load(spec, device, batch_size=batch_size) if spec is not None else None
-        return cls(seg, classifier)
+        if spec is None and finder is not None:
+            spec = builtin.DEFAULT  # the infection is measured in lungs: a raw classifier gets the built-in ones
+        seg = Segmenter.load(spec, device, batch_size=batch_size, target="lungs") if spec is not None else None
+        if raw is None and (Path(path) / "raw-classifier" / "config.json").is_file():
+            raw = Path(path) / "raw-classifier"
+        fallback = raw if isinstance(raw, Classifier) or raw is None else Classifier.load(raw, device, batch_size=batch_size)
+        return cls(seg, classifier, finder, _gate(gate, seg, device), fallback, policy)
 
     def save(self, path: str | Path, metrics: dict | None = None, force: bool = False) -> Path:
         """Write a bundle folder from the models in memory: both stages' weights and configs (with their
@@ -141,6 +200,7 @@ class Pipeline:
             }
         linked = {"origin": "bundle", "path": "../segmenter"} if self.segmenter is not None else None
         cls_sha = self.classifier.save(path / "classifier", segmenter=linked)
+        raw_sha = self.raw.save(path / "raw-classifier") if self.raw is not None else None
         meta = {
             "format": "lungcls-bundle/2",
             "lungcls": __version__,
@@ -149,6 +209,7 @@ class Pipeline:
             "class_names": self.class_names,
             "segmenter": seg_source,
             "classifier": {"sha256": cls_sha},
+            "raw_classifier": {"sha256": raw_sha} if raw_sha else None,
             "postprocess": vars(self.segmenter.post) if self.segmenter else None,
             "warnings": self.warnings,
             "metrics": metrics or {},
@@ -231,23 +292,35 @@ class Pipeline:
             (batch uint8 (M, 1, S, S) of the readable images, one slot per input image: its row in the
             batch, or the :class:`ImageReadError` that stopped it).
         """
+        batch, slots, _, _ = self._read(images)
+        return batch, slots
+
+    def _read(self, images: ImageLike | Sequence[ImageLike]):
+        """:meth:`load_batch`, and per readable image its share of coloured pixels and own (height, width), for the
+        input gate (arrays: 0 and their shape)."""
         s = self.size
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape[1:] == (1, s, s):
-            return images, list(range(len(images)))  # already a batch at the working size: used as it is
+            return images, list(range(len(images))), None, None  # a batch at the working size: used as it is
         items = images if isinstance(images, (list, tuple)) else [images]
         out: list[np.ndarray] = []
         slots: list[int | ImageReadError] = []
+        colours: list[float] = []
+        sizes: list[tuple[int, int]] = []
         for item in items:
             if isinstance(item, (str, Path)):
                 read = read_images([item], (s, s))
                 slots += [len(out) + x if isinstance(x, int) else x for x in read.slots]
                 out += list(read.images)
+                colours += read.colours or []
+                sizes += read.sizes
                 continue
             for x in _as_arrays(item):
                 out.append(resize_image(x, (s, s)))
                 slots.append(len(out) - 1)
+                colours.append(0.0)
+                sizes.append((int(x.shape[0]), int(x.shape[1])))
         batch = torch.from_numpy(np.stack(out))[:, None] if out else torch.empty(0, 1, s, s, dtype=torch.uint8)
-        return batch, slots
+        return batch, slots, colours, sizes
 
     def segment(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray | None]:
         """Lung masks, uint8 (S, S) in {0, 1}, one per image (None for a file that could not be read)."""
@@ -258,9 +331,10 @@ class Pipeline:
         return [None if isinstance(slot, ImageReadError) else masks[slot] for slot in slots]
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
-        """Class probabilities, float (N, K), in the order of :attr:`class_names` (NaN rows for unreadable files)."""
+        """Class probabilities, float (N, K), in the order of :attr:`class_names` (NaN rows for unreadable files and
+        for images the input gate refused)."""
         rows = [
-            [p.probs[n] for n in self.class_names] if p.error is None else [np.nan] * len(self.class_names)
+            [p.probs[n] for n in self.class_names] if p.probs else [np.nan] * len(self.class_names)
             for p in self.predict(images)
         ]
         return np.array(rows, dtype=np.float32).reshape(-1, len(self.class_names))
@@ -268,8 +342,8 @@ class Pipeline:
     def predict(self, images: ImageLike | Sequence[ImageLike], masks: bool = True) -> list[Prediction]:
         """One :class:`Prediction` per image; a file that cannot be read gets one with ``error`` set, and the rest
         go on. ``masks=False``: no lung masks in the results (they stay on the device: faster on a GPU)."""
-        batch, slots = self.load_batch(images)
-        return self.predict_batch(batch, slots, masks=masks)
+        batch, slots, colours, sizes = self._read(images)
+        return self.predict_batch(batch, slots, masks=masks, colours=colours, sizes=sizes)
 
     def predict_batch(
         self,
@@ -277,9 +351,12 @@ class Pipeline:
         slots: list[int | ImageReadError] | None = None,
         segmented: MaskBatch | None = None,
         masks: bool = True,
+        colours: list[float] | None = None,
+        sizes: list[tuple[int, int]] | None = None,
     ) -> list[Prediction]:
         """:meth:`predict` for a uint8 (N, 1, S, S) batch already at the working size (and slots from
-        :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed.
+        :meth:`load_batch`); ``segmented``: the batch's ``segmenter.masks`` when already computed; ``colours`` and
+        ``sizes``: each image's share of coloured pixels and own size, for the input gate.
 
         The batch goes to the device once (from pinned memory on CUDA), and both stages read it there; the
         results come back as whole arrays, read once."""
@@ -287,31 +364,59 @@ class Pipeline:
         device = self.classifier.device
         if device.type == "cuda" and batch.device.type == "cpu" and len(batch):
             batch = batch.pin_memory().to(device, non_blocking=True)
-        lungs, segs = None, None
+        gating = self.gate is not None and self.policy.gate and len(batch) > 0
+        shared = gating and self.gate.segmenter is self.segmenter
+        lungs, segs, verdicts = None, None, None
         if self.segmenter is not None and len(batch):
-            segmented = segmented or self.segmenter.masks(batch)  # on the device; the classifier reads them there
+            if segmented is None or (shared and segmented.probs is None):
+                segmented = self.segmenter.masks(batch, keep_probs=shared)  # on the device, read there by both stages
             lungs, segs = segmented.masks, describe(segmented, with_masks=masks)
-        probs, empty = self.classifier.probabilities(batch, lungs)
-        probs, empty = probs.numpy(), empty.numpy()
-        best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+        if gating:
+            verdicts = self.gate.check(batch, colours, sizes, segmented if shared else None)
+        infected = self._infection(batch, lungs, segmented, masks)
+        probs, empty = (a.numpy() for a in self.classifier.probabilities(batch, lungs))
+        fallback = self.raw is not None and self.policy.doubtful == "raw" and self.classifier.needs_masks
+        raw = self.raw.probabilities(batch, None)[0].numpy() if fallback and len(batch) else None
         out = []
         for slot in slots:
             if isinstance(slot, ImageReadError):
-                out.append(Prediction("", {}, None, None, float("nan"), ["unreadable"], error=str(slot)))
+                out.append(Prediction("", {}, None, None, float("nan"), ["unreadable"], error=str(slot), decision="unreadable",
+                                      reason=slot.reason))  # fmt: skip
                 continue
             s = segs[slot] if segs else None
             flags = (list(s.flags) if s else []) + (["empty-mask-raw-used"] if empty[slot] else [])
-            out.append(
-                Prediction(
-                    label=self.class_names[best[slot]],
-                    probs=dict(zip(self.class_names, probs[slot].tolist())),
-                    mask=s.mask if s else None,
-                    box=s.box if s else None,
-                    lung_fraction=s.lung_fraction if s else float("nan"),
-                    flags=flags,
-                )
-            )
+            pred = Prediction(
+                label="", probs={}, mask=s.mask if s else None, box=s.box if s else None,
+                lung_fraction=s.lung_fraction if s else float("nan"), flags=flags,
+                infection=infected[slot] if infected else None, dice_estimate=s.dice_estimate if s else float("nan"),
+                gate=verdicts[slot] if verdicts else None,
+            )  # fmt: skip
+            out.append(self._decided(pred, probs[slot], raw[slot] if raw is not None else None))
         return out
+
+    def _decided(self, pred: Prediction, probs: np.ndarray, raw: np.ndarray | None) -> Prediction:
+        """``pred`` with its class, probabilities, decision and reason under the pipeline's policy."""
+        refused = pred.gate.why() if pred.gate is not None and not pred.gate.accepted else None
+        doubtful = doubtful_lungs(pred.flags, pred.dice_estimate, self.policy.min_dice_estimate)
+        masked = self.classifier.needs_masks
+        if masked and doubtful and self.policy.doubtful == "raw" and raw is not None:
+            probs = raw
+        pred.decision, pred.reason = decide(self.policy, float(probs.max()), refused, doubtful, masked)
+        pred.confidence = float(probs.max())
+        if pred.decision != "refused":
+            pred.probs = dict(zip(self.class_names, probs.tolist()))
+        if pred.decision not in ("refused", "abstained"):
+            pred.label = self.class_names[int(probs.argmax())]
+        return pred
+
+    def _infection(self, batch: torch.Tensor, lungs, segmented: MaskBatch | None, masks: bool) -> list:
+        """The infection per lung of each image of ``batch`` (empty without an infection segmenter)."""
+        if self.infection is None or lungs is None:
+            return []
+        from .outputs import detector_threshold
+
+        found = self.infection.masks(batch).masks.to(lungs.device)
+        return measure(found, lungs, segmented.flags, detector_threshold(self.infection), with_masks=masks)
 
     def explain(
         self, images: ImageLike | Sequence[ImageLike], targets: list[int] | None = None, method: str = "gradcam"
@@ -334,6 +439,23 @@ class Pipeline:
         batch = self.images(images)
         masks = self.segmenter.masks(batch).masks if self.segmenter is not None else None
         return explain(self.classifier, batch, masks, targets, method)
+
+
+def _gate(spec: str | bool | None, segmenter: Segmenter | None, device) -> InputGate | None:
+    """The input gate :meth:`Pipeline.load` was asked for (see there)."""
+    from . import builtin
+
+    if not spec or segmenter is None:
+        return None
+    name = "gate-covidqu" if spec in (True, "auto") else str(spec)
+    if spec == "auto":
+        if name not in builtin.names():
+            return None
+        fitted = json.loads(builtin.folder(name).joinpath("config.json").read_text(encoding="utf-8"))["segmenter"]
+        if segmenter.info.get("source", {}).get("sha256") != fitted["sha256"]:
+            log.info("no input gate: the built-in gate was fitted for another lung segmenter")
+            return None
+    return InputGate.load(name, segmenter=segmenter, device=device)
 
 
 def _as_arrays(item: np.ndarray | torch.Tensor) -> list[np.ndarray]:
@@ -367,4 +489,4 @@ def _stage(model_class, folder: Path, resume: bool, train) -> tuple:
     return run.model, run.reports
 
 
-__all__ = ["Pipeline", "Prediction", "CheckpointError"]
+__all__ = ["CheckpointError", "Pipeline", "Prediction"]

@@ -41,6 +41,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".d
 DEFAULT_SIZE = (WORKING_SIZE, WORKING_SIZE)
 
 Size = tuple[int, int]
+#: a pixel is coloured when its channels differ by more than this many grey levels (JPEG noise stays under it)
+COLOUR_DELTA = 24
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,15 @@ class DecodedImage:
         format: the source format, e.g. ``"PNG"``.
         content_hash: SHA-1 of the decoded native pixels (dtype, shape and values), so the same
             picture saved twice, or re-encoded losslessly, hashes the same.
+        colour: share of the pixels whose colour channels differ by more than :data:`COLOUR_DELTA` grey levels
+            (0 for grayscale files and for grey pictures saved as RGB; a photograph scores well above 0.05).
     """
 
     pixels: np.ndarray
     mode: str
     format: str
     content_hash: str
+    colour: float = 0.0
 
     @property
     def size(self) -> Size:
@@ -82,8 +87,8 @@ def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedImage
 
         native, mode = decode_dicom(path, lambda h, w: check_side(h, w, max_pixels))
         return DecodedImage(_to_uint8(native, path), mode, "DICOM", _hash(native))
-    native, mode, fmt = _decode_pil(path, max_pixels)
-    return DecodedImage(_to_uint8(native, path), mode, fmt, _hash(native))
+    native, mode, fmt, colour = _decode_pil(path, max_pixels)
+    return DecodedImage(_to_uint8(native, path), mode, fmt, _hash(native), colour)
 
 
 def check_side(height: int, width: int, max_pixels: int = MAX_PIXELS) -> str | None:
@@ -152,7 +157,7 @@ def readable_kind(path: str | Path) -> str | None:
         return None
 
 
-def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
+def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
@@ -164,7 +169,7 @@ def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
                     raise ImageReadError(path, problem)
                 fmt, mode = img.format or "unknown", img.mode
                 img = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
-                native = _pil_to_array(img)
+                native, colour = _pil_to_array(img), _colour_share(img)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:  # PIL noticed first: "Image size (N pixels) exceeds limit of ..."
@@ -174,7 +179,16 @@ def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str]:
         raise ImageReadError(path, "not an image (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports truncation and bad chunks this way
         raise ImageReadError(path, f"truncated or corrupt image data ({e})") from None
-    return native, mode, fmt
+    return native, mode, fmt, colour
+
+
+def _colour_share(img: Image.Image) -> float:
+    """Share of coloured pixels (see :attr:`DecodedImage.colour`), on every 4th pixel of every 4th row."""
+    if img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16"):
+        return 0.0
+    rgb = np.asarray(img.convert("RGB"))[::4, ::4].astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return float((spread > COLOUR_DELTA).mean()) if spread.size else 0.0
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -232,17 +246,19 @@ class ReadBatch:
         slots: one per file: its row in ``images``, or the :class:`ImageReadError` that stopped it.
         sizes: native (height, width) of each readable file.
         natives: native uint8 pixels of each readable file (only when asked for).
+        colours: share of coloured pixels of each readable file (:attr:`DecodedImage.colour`).
     """
 
     images: np.ndarray
     slots: list[int | ImageReadError]
     sizes: list[Size]
     natives: list[np.ndarray] | None = None
+    colours: list[float] | None = None
 
 
 def read_images(paths: list[str | Path], size: Size = DEFAULT_SIZE, keep_native: bool = False) -> ReadBatch:
     """Decode each file once (:func:`decode_image`) and resize it to ``size``; errors are kept per file."""
-    images, slots, sizes, natives = [], [], [], []
+    images, slots, sizes, natives, colours = [], [], [], [], []
     for path in paths:
         try:
             decoded = decode_image(path)
@@ -252,7 +268,8 @@ def read_images(paths: list[str | Path], size: Size = DEFAULT_SIZE, keep_native:
         slots.append(len(images))
         images.append(resize_image(decoded.pixels, size))
         sizes.append(decoded.size)
+        colours.append(decoded.colour)
         if keep_native:
             natives.append(decoded.pixels)
     stacked = np.stack(images) if images else np.zeros((0, *size), np.uint8)
-    return ReadBatch(stacked, slots, sizes, natives if keep_native else None)
+    return ReadBatch(stacked, slots, sizes, natives if keep_native else None, colours)

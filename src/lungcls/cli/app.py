@@ -181,6 +181,11 @@ def report_rows(rows: list[dict], found, out: Path, verb: str, class_names: list
         ": " + ", ".join(f"{n} {counts.get(n, 0)}" for n in class_names) if class_names else ""
     )
     typer.echo(f"{line}; {len(flagged)} flagged, {len(failed)} failed; results in {out}")
+    decided = Counter(r["decision"] for r in done if r.get("decision"))
+    if decided:
+        typer.echo("decisions: " + ", ".join(f"{d} {n}" for d, n in decided.most_common()))
+        for r in [r for r in done if r.get("decision") in ("refused", "abstained", "raw-fallback")][:10]:
+            typer.secho(f"  {r['decision']} {r['path']}: {r['decision_reason']}", fg="yellow")
     if class_names:
         typer.echo("Research use only: not a diagnosis.")
     for r in flagged[:20]:

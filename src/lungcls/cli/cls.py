@@ -34,6 +34,38 @@ SegOverride = Annotated[
     ),
 ]
 
+OnDoubtful = Annotated[
+    str,
+    opt("Masked modes, lungs flagged or with a low estimated Dice: flag (answer and say so), abstain (no class), "
+        "raw (answer with the raw classifier, --raw-model or the bundle's).", "flag|abstain|raw"),
+]
+AbstainBelow = Annotated[
+    Optional[float],
+    opt("Give no class when the top calibrated probability is under P (the coverage it implies on Val is said).", "P"),
+]
+RawModel = Annotated[
+    Optional[Path], opt("A raw-mode classifier run or bundle to fall back to (--on-doubtful raw).", "DIR")
+]
+NoGate = Annotated[bool, opt("Do not run the input gate (frontal CXR or not) before the models.", "", "--no-gate")]
+
+
+def load_pipeline(model: Path, device: str, batch_size, seg_model, on_doubtful: str, abstain_below, raw_model,
+                  no_gate: bool):  # fmt: skip
+    """The pipeline of ``classify`` and ``predict`` with the user's decision policy; says what --abstain-below
+    means on Val."""
+    from ..decisions import DecisionPolicy, implied_coverage
+    from ..pipeline import Pipeline
+
+    policy = DecisionPolicy(on_doubtful, abstain_below, gate=not no_gate)
+    pipe = Pipeline.load(model, device, batch_size, segmenter=seg_model, raw=raw_model, policy=policy,
+                         gate=None if no_gate else "auto")  # fmt: skip
+    if abstain_below is not None:
+        curve = ((pipe.classifier.info.get("evaluation") or {}).get("val") or {}).get("coverage")
+        typer.echo(implied_coverage(curve, abstain_below), err=True)
+    if pipe.gate is None and not no_gate:
+        typer.echo("note: no input gate for this segmenter (the built-in gate fits the built-in lung segmenter)", err=True)
+    return pipe
+
 
 ClsRecipe = Annotated[
     Recipe,
@@ -147,19 +179,24 @@ def classify(
     model: ClsModel,
     out: Annotated[Path, opt("CSV file to write.", "FILE")] = Path("classify.csv"),
     seg_model: SegOverride = None,
+    on_doubtful: OnDoubtful = "flag",
+    abstain_below: AbstainBelow = None,
+    raw_model: RawModel = None,
+    no_gate: NoGate = False,
     batch_size: InferenceBatch = None,
     device: Device = None,
     force: Force = False,
     common: Common = None,
 ) -> None:
-    """Classify CXRs; writes a CSV with the predicted class, the calibrated probabilities, the lung fraction,
-    the lung box and the flags per image."""
+    """Classify CXRs; writes a CSV with the predicted class, the decision (answered, flagged, raw-fallback,
+    abstained, refused by the input gate) and why, the calibrated probabilities, the lung fraction, the lung box,
+    the flags and the estimated Dice of the lung mask per image."""
     from ..outputs import classify_to_csv
-    from ..pipeline import Pipeline
 
     refuse_existing(out, force)
     found = expand(inputs, out, force)
     with library_errors():
-        pipe = Pipeline.load(model, common.device(device), batch_size, segmenter=seg_model)
+        pipe = load_pipeline(model, common.device(device), batch_size, seg_model, on_doubtful, abstain_below,
+                             raw_model, no_gate)  # fmt: skip
         rows = classify_to_csv(found.paths, pipe, out, force=force, progress=common.progress)
     report_rows(rows, found, out, "classified", pipe.class_names)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app, expand, library_errors, refuse_existing, refuse_out_inside_inputs, report_rows
-from .cls import ClsModel, SegOverride
+from .cls import AbstainBelow, ClsModel, NoGate, OnDoubtful, RawModel, SegOverride, load_pipeline
 from .options import Common, Device, Force, InferenceBatch, Inputs, Mode, Recipe, TrainData, Training, fail, opt
 
 
@@ -35,22 +35,27 @@ def predict(
     ] = "gradcam",
     cam_target: Annotated[Optional[str], opt("Explain this class instead of the predicted one.", "CLASS")] = None,
     seg_model: SegOverride = None,
+    on_doubtful: OnDoubtful = "flag",
+    abstain_below: AbstainBelow = None,
+    raw_model: RawModel = None,
+    no_gate: NoGate = False,
     batch_size: InferenceBatch = None,
     device: Device = None,
     force: Force = False,
     common: Common = None,
 ) -> None:
-    """Segment and classify with a whole pipeline; optionally explain each prediction."""
+    """Segment and classify with a whole pipeline (input gate first, then the decision policy); optionally explain
+    each prediction."""
     from ..explain import CAM_METHODS
     from ..outputs import predict_to_folder
-    from ..pipeline import Pipeline
 
     if cam_method not in CAM_METHODS:
         raise fail(f"unknown --cam-method {cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
     refuse_existing(out, force, folder=True)
     found = expand(inputs, out, force)
     with library_errors():
-        pipe = Pipeline.load(model, common.device(device), batch_size, segmenter=seg_model)
+        pipe = load_pipeline(model, common.device(device), batch_size, seg_model, on_doubtful, abstain_below,
+                             raw_model, no_gate)  # fmt: skip
         rows = predict_to_folder(
             found.paths,
             pipe,
@@ -117,15 +122,17 @@ def bundle(
     model: Annotated[Path, typer.Argument(help="A train-cls run folder (or a bundle, to re-bundle).", metavar="RUN")],
     out: Annotated[Path, opt("Bundle folder to write.", "DIR")],
     seg_model: SegOverride = None,
+    raw_model: RawModel = None,
     force: Force = False,
     common: Common = None,
 ) -> None:
-    """Put a classifier and its segmenter together in one movable folder (with a model card)."""
+    """Put a classifier and its segmenter (and a raw classifier to fall back to for doubtful lungs, --raw-model)
+    together in one movable folder (with a model card)."""
     from ..pipeline import Pipeline
 
     refuse_existing(out, force, folder=True)
     with library_errors():
-        Pipeline.load(model, "cpu", segmenter=seg_model).save(out, force=force)
+        Pipeline.load(model, "cpu", segmenter=seg_model, raw=raw_model, gate=None).save(out, force=force)
     typer.echo(f"bundle written to {out}")
 
 

@@ -41,6 +41,8 @@ class ClassificationReport:
         by_source: {source set: {n, accuracy}}.
         calibration: temperature, ECE before/after and reliability bins (when logits were given).
         empty_masks: images whose lung mask was empty (the raw image was used).
+        coverage: the coverage-accuracy curve (:func:`coverage_curve`): answering only when the top calibrated
+            probability is at least a threshold, the share answered and their accuracy.
         images: one record per image (row, image, source, label, pred, probs, empty_mask).
         warnings: the model cards' warnings (synthetic, smoke, near chance, out of scope), shown above the tables.
     """
@@ -59,6 +61,7 @@ class ClassificationReport:
     by_source: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: dict | None = None
     empty_masks: int = 0
+    coverage: list[dict] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -118,6 +121,7 @@ def classification_report(
         confusion=confusion.tolist(),
         confusion_normalized=(confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)).tolist(),
         ci95=bootstrap_ci(preds, labels, k, n_boot, seed, groups),
+        coverage=coverage_curve(probs, labels),
     )
     if sources is not None:
         for src in sorted(set(sources)):
@@ -146,6 +150,24 @@ def bootstrap_ci(
     pct = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [math.nan, math.nan]  # noqa: E731
     per_class = [pct([d[c] for d in per]) for c in range(k)]
     return {"accuracy": pct(acc), "macro_f1": pct(f1), "per_class_f1": per_class, "n_boot": n_boot, "unit": unit}
+
+
+#: the confidence thresholds the coverage-accuracy curve is tabled at (0: answer everything)
+COVERAGE_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def coverage_curve(
+    probs: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[float] = COVERAGE_THRESHOLDS
+) -> list[dict]:
+    """Per threshold (default :data:`COVERAGE_THRESHOLDS`): the share of images whose top probability reaches it
+    (``coverage``) and the accuracy on them (NaN when none does)."""
+    confidence, correct = probs.max(dim=1).values, probs.argmax(dim=1) == labels
+    out = []
+    for t in thresholds:
+        kept = confidence >= t
+        accuracy = float(correct[kept].float().mean()) if kept.any() else math.nan
+        out.append({"threshold": t, "coverage": float(kept.float().mean()) if len(kept) else math.nan, "accuracy": accuracy})
+    return out
 
 
 def format_markdown(report: ClassificationReport, title: str = "") -> str:
@@ -185,6 +207,12 @@ def format_markdown(report: ClassificationReport, title: str = "") -> str:
             f"Calibration: temperature {c['temperature']:.3f} (fitted on Val); expected calibration error "
             f"{_fmt(c['ece_before'])} before, {_fmt(c['ece_after'])} after.",
         ]
+    if r.coverage:
+        lines += ["", "Answering only above a confidence (top calibrated probability): coverage and accuracy", "",
+                  "| confidence >= | " + " | ".join(f"{c['threshold']:.2f}" for c in r.coverage) + " |",
+                  "|---" * (len(r.coverage) + 1) + "|",
+                  "| coverage | " + " | ".join(f"{c['coverage']:.3f}" for c in r.coverage) + " |",
+                  "| accuracy | " + " | ".join(_fmt(c["accuracy"]) for c in r.coverage) + " |"]  # fmt: skip
     if r.empty_masks:
         lines += ["", f"{r.empty_masks} image(s) had an empty lung mask and were classified raw."]
     return "\n".join(lines) + "\n"
