@@ -4,12 +4,12 @@
 # seconds, which it shares out to trainings that each end inside their share (--time-budget): nothing is
 # killed, and every run evaluates and saves.
 #
-#   PART covidqu: ARCHIVE = covidqu-infseg, all 4,384 images (WebP q95, masks exact) and the split made from
+#   PART covidqu: ARCHIVE = covidqu-infseg, all 4,384 images (WebP q90, masks exact) and the split made from
 #     the original PNGs (Val kept, Test carved out of Train). The recipe study (recipe_study.py): stage-1 grid,
 #     stage-2 grid ranked on Val (Test for the chosen point only), then the seed experiment (raw, masked-gt,
 #     masked, masked-cropped x 5 seeds) with the chosen recipes, analysed as the masked-vs-raw study analyses its
 #     runs (analyse_runs.py: clusters, two-level intervals, non-inferiority, power, calibration; 90 s kept).
-#   PART shared: ARCHIVE = the four small shared sets, lossless, and their split. The chosen recipes
+#   PART shared: ARCHIVE = the four small shared sets (WebP q95, masks exact) and their split. The chosen recipes
 #     (WINNER_SEG / WINNER_CLS: JSON overrides, from part covidqu's winner_*.json; default: the default recipes)
 #     trained on them: stage 1, then stage 2 raw, masked and masked-cropped x 3 seeds, evaluated on Test.
 #

@@ -33,8 +33,8 @@ this split's Train/Val by the committed command), ``gpu`` (the default recipes, 
 
     python benchmarks/masked_vs_raw.py ../shared/data/{ieee8023-radiologist100,ieee8023-v7labs427,nih-cxr8,covid19-radiography} \\
         --preset quick --hold-out covid19-radiography
-    python benchmarks/masked_vs_raw.py ../shared/data/covidqu-infseg --preset covidqu-cpu --out benchmarks/results/covidqu_cpu \\
-        --external ../shared/data/{nih-cxr8,covid19-radiography,ieee8023-radiologist100,ieee8023-v7labs427}
+    python benchmarks/masked_vs_raw.py ../shared/data --preset covidqu-cpu --out benchmarks/results/covidqu_cpu
+    (the same as ``../shared/data/covidqu-infseg --external ../shared/data/{nih-cxr8,covid19-radiography,...}``)
 
 Everything goes to ``--out`` (default ``results/<preset>/``, git-ignored): report.md, report.html,
 results.json, figures and the run folders.
@@ -56,6 +56,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shortcut_probes  # noqa: E402
+from infection_detection import compare_detectors, detector_lines  # noqa: E402
+from study_decisions import decision_lines, study_decisions  # noqa: E402
 from common import REPO, machine  # noqa: E402
 
 from lungcls.atomic import write_bytes, write_json, write_text  # noqa: E402
@@ -93,6 +95,9 @@ from lungcls.stats import (  # noqa: E402
 PRIMARY = "masked - raw difference in balanced accuracy on external data (sources never trained on)"
 MARGIN = 0.05
 
+#: the sets kept external when ``covidqu-cpu`` is given the folder of every set (ieee8023-originals is left out: it
+#: holds the same pictures as the two ieee8023 mask sets, before their crop)
+SHARED_SETS = ("nih-cxr8", "covid19-radiography", "ieee8023-radiologist100", "ieee8023-v7labs427")
 MODES = {"raw": ("raw", "none"), "masked-gt": ("masked", "gt"), "masked": ("masked", "predicted"),
          "masked-cropped": ("masked-cropped", "predicted")}  # fmt: skip
 ROWS = ("precision", "recall", "f1")
@@ -108,6 +113,9 @@ class Preset:
     n_boot: int = 1000
     cam_images: int = 64
     test: float = 0.2  # the Test share of the split
+    #: given the folder that holds every set (``../shared/data``), the set trained on and the sets kept external
+    train_on: str | None = None
+    external: tuple[str, ...] = ()
 
 
 def preset(name: str, device: str) -> Preset:
@@ -121,11 +129,20 @@ def preset(name: str, device: str) -> Preset:
         # test=0.15: the split the built-in segmenter was trained with (scripts/builtin_segmenter.sh), so it never saw Test
         return Preset(segmenter_recipe("cpu", device=device), classifier_recipe("cpu", epochs=6, device=device), seeds=3,
                       working_size=256, seg_model=builtin.DEFAULT if builtin.DEFAULT in builtin.names() else None,
-                      test=0.15)  # fmt: skip
+                      test=0.15, train_on="covidqu-infseg", external=SHARED_SETS)  # fmt: skip
     if name == "gpu":
         return Preset(segmenter_recipe("default", device=device), classifier_recipe("default", device=device), seeds=5,
                       working_size=256)  # fmt: skip
     raise SystemExit(f"unknown preset {name!r}; choose quick, covidqu-cpu or gpu")
+
+
+def expand_root(data: list[Path], external: list[Path], p: Preset) -> tuple[list[Path], list[Path]]:
+    """One folder holding ``p.train_on`` (the folder of every set): train on that set, and keep the preset's
+    external sets (unless ``--external`` named others) as the external data; anything else is returned as given."""
+    if len(data) != 1 or not p.train_on or not (data[0] / p.train_on).is_dir():
+        return data, external
+    root = data[0]
+    return [root / p.train_on], external or [root / s for s in p.external if (root / s).is_dir()]
 
 
 def make_cache(
@@ -414,10 +431,16 @@ def main() -> None:
                     help="data sets never trained on (each evaluated after removing the pictures it shares with the "
                          "training data): the primary endpoint")  # fmt: skip
     ap.add_argument("--no-probe", action="store_true", help="skip the shortcut probe")
+    ap.add_argument("--infection", default="auto",
+                    help="infection segmenter for COVID-19 from infection beside the classifier ('auto': the built-in "
+                         "one when installed; 'none': skip)")  # fmt: skip
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite report.md/html from --out's results.json (adding COVID-19 from infection if missing)")
     ap.add_argument("--n-boot", type=int, default=None)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     p = preset(args.preset, args.device)
+    args.data, args.external = expand_root(args.data, args.external, p)
     if args.epochs:
         p.cls = (p.cls[0], dataclasses.replace(p.cls[1], epochs=args.epochs))
     if args.seg_epochs:
@@ -428,6 +451,8 @@ def main() -> None:
     seeds, n_boot = args.seeds or p.seeds, args.n_boot or p.n_boot
     seg_spec = None if args.seg_model == "none" else (args.seg_model or p.seg_model)
     out = args.out or REPO / "results" / args.preset
+    if args.report_only:
+        return rewrite_report(out, args)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seen = frozenset(Segmenter.load(seg_spec, device=args.device).seen_images) if seg_spec else frozenset()
@@ -463,6 +488,8 @@ def main() -> None:
         outside["by_source"] = by_source(evaluated, n_boot, ext_clusters)
     primary = primary_endpoint(outside)
     probe = None if args.no_probe else probes(cache, seg, clusters, seeds, n_boot)
+    three_ways = covid_three_ways(out, n_boot, args.infection, args.device)
+    decided = study_decisions(out, seg)
 
     figures(out, runs, stage1)
     results = {
@@ -474,6 +501,8 @@ def main() -> None:
         "stage1": {k: {"summary": v.summary, "by_source": v.by_source} for k, v in stage1.items()},
         "main": main_stats, "external": external, "external_data": outside, "primary": primary,
         "shortcut_probe": probe,
+        "covid_three_ways": three_ways,
+        "decisions": decided,
         "machine": machine(), "command": " ".join(sys.argv), "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     write_json(out / "results.json", results)
@@ -649,6 +678,34 @@ def _probe_lines(r: dict) -> list[str]:
     return lines
 
 
+def covid_three_ways(out: Path, n_boot: int, spec: str, device: str) -> dict | None:
+    """COVID-19 from the classifier, from infection and combined (:mod:`infection_detection`); None when skipped."""
+    from lungcls import builtin
+
+    if spec == "none" or (spec == "auto" and builtin.INFECTION not in builtin.names()):
+        return None
+    print("COVID-19 three ways: classifier, infection, combined", flush=True)
+    return compare_detectors(out, n_boot, None if spec == "auto" else spec, device)
+
+
+def rewrite_report(out: Path, args) -> None:
+    """report.md and report.html again from ``out/results.json``, with COVID-19 three ways computed if missing."""
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    if results.get("covid_three_ways") is None:
+        results["covid_three_ways"] = covid_three_ways(out, results["n_boot"], args.infection, args.device)
+    source = results["settings"].get("segmenter") or {}
+    if results.get("decisions") is None and source.get("origin") == "builtin":
+        results["decisions"] = study_decisions(out, Segmenter.load(source.get("name"), device=args.device))
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", report(results))
+    from lungcls.html_report import write_html_report
+
+    write_html_report(out, out / "report.html", title=f"lungcls masked vs raw ({results['preset']})", force=True)
+    print((out / "report.md").read_text())
+
+
 def report(r: dict) -> str:
     lines = ["# Masked vs raw", "", f"Data: {', '.join(Path(d).name for d in r['data'])}; {r['split']}.",
              f"Preset `{r['preset']}`, {r['seeds']} seed(s) per mode, {r['n_boot']} bootstrap resamples; "
@@ -684,6 +741,7 @@ def report(r: dict) -> str:
         lines += reference_table(mode, s["table"])
     lines += _external_lines(r)
     lines += _probe_lines(r)
+    lines += detector_lines(r.get("covid_three_ways")) + decision_lines(r.get("decisions")) + [""]
     lines += ["## What these numbers can and cannot support", "",
               "- They compare inputs (raw, masked, cropped) for one recipe on these data sets and this split. They are not "
               "diagnostic performance: nothing here was validated on a clinical population, and the labels of public CXR "

@@ -60,6 +60,18 @@ def test_masked_vs_raw_study_writes_every_statistic(tmp_path, shared_data):
     ):
         assert part in text, part
     assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "reliability_raw.png").is_file()
+    from lungcls import builtin
+
+    if builtin.INFECTION in builtin.names():  # COVID-19 from the classifier, from infection, and both: same Test images
+        three = r["covid_three_ways"]
+        assert set(three["modes"]) == {"raw", "masked-gt", "masked"} and three["n_test"] == main["modes"]["raw"]["n_test"]
+        assert all(len(v["combined"]["auroc"]["seeds"]) == 2 for v in three["modes"].values())
+        assert "COVID-19 three ways" in text
+    if "gate-covidqu" in builtin.names():
+        assert r["decisions"]["test_images"] == main["modes"]["raw"]["n_test"] and "decision policy" in text
+    (tmp_path / "study" / "report.md").unlink()  # the report is rewritten from results.json alone
+    again = subprocess.run([*cmd, "--report-only"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (tmp_path / "study" / "report.md").read_text() == text, again.stderr[-2000:]
 
 
 def test_saliency_shares_of_a_hand_made_map():
