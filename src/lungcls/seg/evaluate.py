@@ -31,7 +31,8 @@ class SegmentationReport:
     Attributes:
         name: what was evaluated (``val``, ``test``, ``all`` ...).
         summary: {metric: {mean, median, p5, n}} over all images; by_source: the same per source set.
-        images: per image: image path, source, split, dice, iou, pixel_accuracy, hd95, dice_raw, flags.
+        images: per image: image path, source, split, dice, iou, pixel_accuracy, hd95, dice_raw, flags, and the
+            estimated Dice (``dice_estimate``, what ``mask_dice_estimate`` says where there is no ground truth).
         outlines_png: a grid of predicted (green) and true (red) outlines with each image's Dice, as PNG
             (not in the JSON).
         warnings: the segmenter's card warnings, shown above the table.
@@ -200,6 +201,7 @@ def _score(
             "hd95": float(hd[k]),
             "dice_raw": float(raw[k]),
             "flags": flags[k],
+            "dice_estimate": batch.dice_estimates[k],
         }
         if infection:
             record.update(label=s.label, **{m: v[k] for m, v in extra.items()})
