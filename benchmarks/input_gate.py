@@ -108,10 +108,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--gate", default="gate-covidqu")
+    ap.add_argument("--segmenter", default="unet-r18-covidqu", help="the lung segmenter whose gate is evaluated")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    gate = InputGate.load(args.gate, device="cpu")
+    gate = InputGate.load(args.segmenter, device="cpu")
     cxr = cxr_sets(args.data, gate)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

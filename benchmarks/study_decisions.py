@@ -21,8 +21,9 @@ from lungcls.seg.segmenter import Segmenter
 
 
 def study_decisions(out: Path, seg: Segmenter, examples: int = 3) -> dict | None:
-    """The counts (see the module's docstring) for the study in ``out``; None without a built-in gate."""
-    if "gate-covidqu" not in builtin.names():
+    """The counts (see the module's docstring) for the study in ``out``; None when the built-in segmenter carries no
+    gate."""
+    if not Segmenter.load(builtin.DEFAULT, device="cpu", target="lungs").info.get("gate"):
         return None
     cache = PackedCache.open(out / "cache")
     rows = cache.indices("Test")

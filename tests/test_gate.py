@@ -11,17 +11,11 @@ import pytest
 import skimage.data
 import torch
 
-from lungcls import builtin
-from lungcls.gate import REASONS, GateConfig, InputGate, fit_distribution, mahalanobis
+from lungcls.gate import REASONS, GateConfig, InputGate, calibrate, feature_distance
 from lungcls.reader import decode_image, read_images
 from lungcls.seg.segmenter import expected_dice
 
 SKIMAGE = Path(skimage.data.__file__).parent
-
-
-def needs_gate():
-    if "gate-covidqu" not in builtin.names():
-        pytest.skip("no built-in gate in this installation")
 
 
 def test_the_colour_share_tells_a_photograph_from_a_grey_picture_saved_as_rgb(tmp_path):
@@ -32,12 +26,46 @@ def test_the_colour_share_tells_a_photograph_from_a_grey_picture_saved_as_rgb(tm
     assert decode_image(SKIMAGE / "astronaut.png").colour > 0.3
 
 
-def test_mahalanobis_distance_on_a_hand_computed_case():
-    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]], dtype=torch.float64)
-    mean, precision = fit_distribution(x, shrinkage=0.0)
-    # covariance diag(2/3, 8/3): the point (1, 2) lies sqrt(1.5 + 1.5) = sqrt(3) away
-    d = mahalanobis(torch.tensor([[1.0, 2.0]], dtype=torch.float64), mean, precision)
-    assert d.item() == pytest.approx(3**0.5)
+def tiny_segmenter(**info):
+    from lungcls.config import SegmenterConfig
+    from lungcls.models.unet import build_segmenter
+    from lungcls.seg.segmenter import Segmenter
+
+    torch.manual_seed(0)
+    cfg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8], image_size=64)
+    return Segmenter(build_segmenter(cfg).eval(), cfg, device="cpu", info={"source": {"name": "tiny"}, **info})
+
+
+def test_the_feature_distance_on_a_hand_computed_case():
+    seg = tiny_segmenter()
+    layers = [m for n, m in seg.model.named_modules() if n.startswith("decoder") and isinstance(m, torch.nn.BatchNorm2d)]
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, i[0].detach().clone()))) for m in layers]
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    distance = feature_distance(seg, images)  # its own hooks are gone afterwards: only ours saw this second pass
+    seg.model(seg.task.inputs(images))
+    for h in hooks:
+        h.remove()
+    by_hand = []
+    for layer, x in seen[len(layers):]:
+        var = layer.running_var + layer.eps
+        shift = ((x.mean((2, 3)) - layer.running_mean) ** 2 / var).mean(1)
+        spread = (torch.log((x.var((2, 3)) + layer.eps) / var) ** 2).mean(1)
+        by_hand.append(shift + spread)
+    assert len(seen) == 2 * len(layers) and distance.shape == (2,)
+    assert distance.tolist() == pytest.approx(torch.stack(by_hand).mean(0).tolist(), rel=1e-4)
+
+
+def test_a_lung_segmenter_carries_its_gate_threshold_from_its_val_images():
+    seg = tiny_segmenter()
+    val = torch.randint(0, 256, (200, 1, 64, 64), dtype=torch.uint8)
+    section = calibrate(seg, val)
+    distances = feature_distance(seg, val).numpy()
+    assert section["threshold"] == pytest.approx(float(np.percentile(distances, 99.5)))
+    assert section["fitted"]["val_images"] == 200 and section["threshold"] < distances.max()
+    assert calibrate(seg, val[:199]) is None  # too few to estimate a 99.5th percentile: no gate
+    gate = InputGate.for_segmenter(tiny_segmenter(gate=section))
+    assert gate.cfg.threshold == section["threshold"] and gate.cfg.aspect == [0.5, 2.0]
 
 
 def test_expected_dice_on_a_hand_computed_case():
@@ -49,8 +77,7 @@ def test_expected_dice_on_a_hand_computed_case():
 
 @pytest.fixture(scope="module")
 def gate() -> InputGate:
-    needs_gate()
-    return InputGate.load(device="cpu")
+    return InputGate.load(device="cpu")  # the built-in lung segmenter's gate
 
 
 def real_cxrs(root: Path, n: int = 4) -> list[Path]:
@@ -83,17 +110,12 @@ def test_real_cxrs_pass_and_non_cxrs_are_refused_with_their_reason(tmp_path, gat
     assert all(r in REASONS for v in found for r in v.reasons)
 
 
-def test_a_gate_refuses_to_work_with_another_segmenter(tmp_path, gate):
+def test_a_segmenter_without_a_calibrated_gate_says_so(gate):
     from lungcls import CheckpointError
-    from lungcls.config import SegmenterConfig
-    from lungcls.models.unet import build_segmenter
-    from lungcls.seg.segmenter import Segmenter
 
-    cfg = SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8], image_size=64)
-    other = Segmenter(build_segmenter(cfg), cfg, device="cpu", info={"source": {"name": "x", "sha256": "0" * 64}})
-    with pytest.raises(CheckpointError, match="fitted for segmenter"):
-        InputGate.load(segmenter=other)
-    assert GateConfig().aspect == [0.5, 2.0]
+    with pytest.raises(CheckpointError, match="tiny: carries no calibrated input gate"):
+        InputGate.for_segmenter(tiny_segmenter())
+    assert gate.cfg.threshold > 0 and GateConfig().aspect == [0.5, 2.0]
 
 
 def test_the_decision_policy_in_each_case():
@@ -129,23 +151,20 @@ def test_a_pipeline_refuses_gated_images_and_follows_its_policy_for_doubtful_lun
     from lungcls.outputs import classify_to_csv
 
     cxr = real_cxrs(shared_data, 1)[0]
-    image = cv2.imread(str(cxr), cv2.IMREAD_GRAYSCALE)
-    crop = tmp_path / "one_lung.png"
-    cv2.imwrite(str(crop), image[:, : image.shape[1] // 2])
-    files = [cxr, SKIMAGE / "astronaut.png", crop, tmp_path / "missing.png"]
+    files = [cxr, SKIMAGE / "astronaut.png", tmp_path / "missing.png"]
     masked, raw = tiny_classifier("masked"), tiny_classifier("raw")
     with pytest.raises(LungclsError, match="needs a raw classifier"):
         Pipeline(gate.segmenter, masked, gate=gate, policy=DecisionPolicy("raw"))
-    pipe = Pipeline(gate.segmenter, masked, gate=gate, raw=raw, policy=DecisionPolicy("raw"))
-    first, photo, one_lung, missing = pipe.predict(files)
-    assert first.decision in ("answered", "flagged") and first.label and first.gate.accepted
+    first, photo, missing = Pipeline(gate.segmenter, masked, gate=gate).predict(files)
+    assert first.decision == "answered" and first.label and first.gate.accepted and first.reason == ""
     assert photo.decision == "refused" and photo.label == "" and "colour" in photo.reason and photo.probs == {}
     assert missing.decision == "unreadable" and missing.error
-    if one_lung.decision != "refused":  # a crop of one lung is either refused, or its lungs are doubtful
-        assert one_lung.decision == "raw-fallback" and one_lung.label
+    strict = DecisionPolicy("raw", min_dice_estimate=0.999)  # every mask is doubtful: the raw classifier answers
+    fallback = Pipeline(gate.segmenter, masked, gate=gate, raw=raw, policy=strict).predict(cxr)[0]
+    assert fallback.decision == "raw-fallback" and fallback.label and "estimated Dice" in fallback.reason
     rows = classify_to_csv(files, Pipeline(gate.segmenter, masked, gate=gate, policy=DecisionPolicy("abstain", 0.99)),
                            tmp_path / "out.csv", progress=False)  # fmt: skip
     header = open(tmp_path / "out.csv").readline().strip().split(",")
     assert {"decision", "decision_reason", "confidence", "gate_score", "mask_dice_estimate"} <= set(header)
     assert rows[0]["decision"] == "abstained" and rows[0]["predicted"] == "" and rows[1]["decision"] == "refused"
-    assert rows[3]["error"]  # nothing dropped silently: the missing file has its row and its reason
+    assert rows[2]["error"]  # nothing dropped silently: the missing file has its row and its reason

@@ -13,16 +13,20 @@ Every check has a reason a person understands; an image is refused when any hold
                               is, or a negative)
 ``rotated-90`` / ``-180`` /   stage 1 finds clear lungs only when the picture is turned by that many degrees
 ``-270``                      clockwise
-``unlike-training-cxrs``      the lung segmenter's encoder features lie further from those of its training
-                              CXRs (Mahalanobis distance) than :attr:`GateConfig.threshold`, the 99.5th
-                              percentile of its Val CXRs' distances
+``unlike-training-cxrs``      the lung segmenter's own feature statistics are unlike those it learned on its
+                              training CXRs: :func:`feature_distance` over :attr:`GateConfig.threshold`, the
+                              99.5th percentile of its Val CXRs' distances
 ============================= ==========================================================================
 
-The gate's **score** is that distance over the threshold, plus one per other reason: above 1 is refused. The
-distance's mean and precision matrix were fitted on the Train images of the built-in lung segmenter, the
-threshold on its Val images (:mod:`lungcls.builtin.package_gate`); the built-in gate is ``gate-covidqu``.
-Its limits: the data holds no lateral views and no children, so the gate was not tested on them (lateral views
-are likely, but not known, to be refused).
+The gate's **score** is that distance over the threshold, plus one per other reason: above 1 is refused.
+
+The distance needs no fitted statistics of its own: it compares the activations entering each batch-norm layer
+of the segmenter's decoder (per channel, their mean and spread over the picture) with the running mean and
+variance that layer kept while the segmenter trained, i.e. with its training CXRs. The only number fitted is
+the threshold, one float, chosen on the segmenter's Val images when stage 1 finishes training
+(:func:`calibrate`) and kept in the segmenter's ``config.json`` (section ``gate``); the built-in lung segmenter
+carries one (``scripts/builtin_gate.sh`` reproduces it). Its limits: the data holds no lateral views and no
+children, so the gate was not tested on them (lateral views are likely, but not known, to be refused).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import check_values, limits
+from .config import check_values, from_dict, limits, to_dict
+from .errors import CheckpointError, ConfigError, LungclsError
 from .seg.postprocess import FLAG_NO_LUNG, FLAG_TOO_LARGE
 from .seg.segmenter import Segmenter
 
@@ -58,15 +64,14 @@ VARIANTS = (
 
 @dataclass
 class GateConfig:
-    """The gate's settings (in the built-in gate's ``config.json``).
+    """The gate's settings (section ``gate`` of its lung segmenter's ``config.json``).
 
     Attributes:
-        threshold: Mahalanobis distance above which an image is ``unlike-training-cxrs``.
+        threshold: :func:`feature_distance` above which an image is ``unlike-training-cxrs``.
         max_colour: share of coloured pixels above which a picture is ``colour``.
         aspect: (lowest, highest) width / height.
         min_std: grey-level standard deviation (at the working size) under which a picture is ``blank``.
         min_clear: mean lung probability inside the mask above which stage 1 "finds clear lungs" in a variant.
-        shrinkage: share of the identity mixed into the features' covariance before inverting it.
     """
 
     threshold: float = field(default=1.0, metadata=limits(0.0, 1e9))
@@ -74,7 +79,6 @@ class GateConfig:
     aspect: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata=limits(0.01, 100.0))
     min_std: float = field(default=4.0, metadata=limits(0.0, 255.0))
     min_clear: float = field(default=0.9, metadata=limits(0.0, 1.0))
-    shrinkage: float = field(default=0.1, metadata=limits(0.0, 1.0))
 
     def __post_init__(self) -> None:
         check_values(self)
@@ -87,7 +91,7 @@ class GateVerdict:
     Attributes:
         accepted: a frontal CXR like the training ones, as far as the gate can tell.
         score: distance over threshold, plus one per other reason (above 1: refused).
-        distance: the Mahalanobis distance of its features.
+        distance: its :func:`feature_distance`.
         reasons: why it was refused (keys of :data:`REASONS`), empty when accepted.
     """
 
@@ -101,62 +105,103 @@ class GateVerdict:
         return "; ".join(REASONS[r] for r in self.reasons)
 
 
-def encoder_features(segmenter: Segmenter, images: torch.Tensor) -> torch.Tensor:
-    """The lung segmenter's encoder features of uint8 (N, 1, H, W) images: the last two stages, each averaged
-    over the picture, float64 (N, F) on the CPU."""
+def normalised_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The batch-norm layers of a U-Net's decoder, whose running statistics :func:`feature_distance` reads."""
+    return [m for n, m in model.named_modules() if n.startswith("decoder") and isinstance(m, _BatchNorm)]
+
+
+def feature_distance(segmenter: Segmenter, images: torch.Tensor) -> torch.Tensor:
+    """How unlike its training CXRs each image looks to the segmenter, float64 (N,) on the CPU.
+
+    For each batch-norm layer of the decoder and each channel: the squared z-score of the activations' mean over
+    the picture against the layer's running mean (in running standard deviations), plus the squared log-ratio of
+    their variance to the running variance; averaged over channels, then over layers. Near 0 for CXRs like the
+    training ones (the built-in segmenter: median 0.06 on its Val images).
+
+    Raises:
+        LungclsError: the segmenter's decoder has no batch-norm layer.
+    """
+    layers = normalised_layers(segmenter.model)
+    if not layers:
+        raise LungclsError("the input gate needs a lung segmenter with batch-norm layers in its decoder")
+    found: list[torch.Tensor] = []
+
+    def measure(layer, inputs, _):
+        x, var = inputs[0].float(), layer.running_var.float() + layer.eps
+        shift = (x.mean((2, 3)) - layer.running_mean.float()).pow(2) / var
+        spread = torch.log((x.var((2, 3)) + layer.eps) / var).pow(2)
+        found.append((shift + spread).mean(1))
+
+    hooks = [layer.register_forward_hook(measure) for layer in layers]
     out = []
-    with torch.inference_mode():
-        for chunk in images.split(segmenter.batch_size):
-            stages = segmenter.model.encoder(segmenter.task.inputs(chunk))
-            out.append(torch.cat([s.float().mean(dim=(2, 3)) for s in stages[-2:]], 1).double().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0, dtype=torch.float64)
+    try:
+        with torch.inference_mode():
+            for chunk in images.split(segmenter.batch_size):
+                found.clear()
+                segmenter.model(segmenter.task.inputs(chunk))
+                out.append(torch.stack(found).mean(0).double().cpu())
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 
 
-def mahalanobis(features: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """sqrt((x - mean)^T P (x - mean)) per row of ``features`` (N, F)."""
-    d = features.double() - mean.double()
-    return ((d @ precision.double()) * d).sum(1).clamp_min(0).sqrt()
+#: the percentile of the Val CXRs' distances the threshold is set to
+QUANTILE = 99.5
+#: fewest Val images that percentile is estimated from (below 1 / (1 - 0.995) = 200 it would be the largest one)
+MIN_VAL_IMAGES = 200
 
 
-def fit_distribution(features: torch.Tensor, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and shrunk precision matrix of training features (N, F): the covariance mixed with ``shrinkage`` of
-    the identity scaled to its mean variance, so the inverse exists with fewer images than features."""
-    x = features.double()
-    mean = x.mean(0)
-    cov = torch.cov(x.T)
-    target = torch.eye(len(mean), dtype=x.dtype) * cov.diagonal().mean()
-    return mean, torch.linalg.inv((1 - shrinkage) * cov + shrinkage * target)
+def calibrate(segmenter: Segmenter, val_images: torch.Tensor) -> dict | None:
+    """The ``gate`` section for a lung segmenter's config: the threshold at the :data:`QUANTILE` of its Val images'
+    distances (uint8 (N, 1, S, S)), with how it was fitted; None when the segmenter has no batch-norm decoder or
+    there are fewer than :data:`MIN_VAL_IMAGES` Val images (such a segmenter runs without a gate)."""
+    if not normalised_layers(segmenter.model) or len(val_images) < MIN_VAL_IMAGES:
+        return None
+    val = feature_distance(segmenter, val_images).numpy()
+    cfg = GateConfig(threshold=float(np.percentile(val, QUANTILE)))
+    fitted = {"val_images": len(val), "quantile": QUANTILE, "median": float(np.median(val)), "max": float(val.max())}
+    return to_dict(cfg) | {"fitted": fitted}
 
 
 class InputGate:
     """The input gate around a lung segmenter: :meth:`check` answers for a batch.
 
     Args:
-        segmenter: the lung segmenter whose encoder the distance is measured on (the one the gate was fitted for).
-        cfg: the gate's settings; mean, precision: the fitted distribution of its training CXRs' features.
+        segmenter: the lung segmenter whose features the distance is measured on.
+        cfg: the gate's settings, with the threshold calibrated for that segmenter.
     """
 
-    def __init__(self, segmenter: Segmenter, cfg: GateConfig, mean: torch.Tensor, precision: torch.Tensor) -> None:
-        self.segmenter, self.cfg, self.mean, self.precision = segmenter, cfg, mean, precision
+    def __init__(self, segmenter: Segmenter, cfg: GateConfig) -> None:
+        self.segmenter, self.cfg = segmenter, cfg
 
     @classmethod
-    def load(cls, name: str = "gate-covidqu", segmenter: Segmenter | None = None, device: str = "auto") -> InputGate:
-        """The built-in gate ``name`` (or a folder) with the lung segmenter it was fitted for (checked by SHA-256).
+    def for_segmenter(cls, segmenter: Segmenter) -> InputGate:
+        """The gate calibrated for ``segmenter`` (the ``gate`` section of its config, written when it was trained).
 
         Raises:
-            CheckpointError: no such gate, its files fail the store's checks, or ``segmenter`` is another model.
+            CheckpointError: the segmenter carries no gate (a lung segmenter trained before lungcls had one, or an
+                infection segmenter).
         """
-        from .errors import CheckpointError
-        from .store import read_model
+        section = dict(segmenter.info.get("gate") or {})
+        name = segmenter.info.get("source", {}).get("name", "this segmenter")
+        if not section or segmenter.cfg.target != "lungs":
+            raise CheckpointError(f"{name}: carries no calibrated input gate (see lungcls.gate.calibrate)")
+        section.pop("fitted", None)
+        try:
+            return cls(segmenter, from_dict(GateConfig, section, "gate."))
+        except ConfigError as e:
+            raise CheckpointError(f"{name}: {e}") from None
 
-        files = read_model(name, "gate")
-        cfg = files.section(GateConfig, "gate")
-        wanted = files.config["segmenter"]
-        segmenter = segmenter or Segmenter.load(wanted["name"], device=device, target="lungs")
-        if segmenter.info.get("source", {}).get("sha256") != wanted["sha256"]:
-            raise CheckpointError(f"{files.name}: fitted for segmenter {wanted['name']} ({wanted['sha256'][:12]}), "
-                                  f"not for {segmenter.info.get('source', {}).get('name')}")  # fmt: skip
-        return cls(segmenter, cfg, files.weights["mean"], files.weights["precision"])
+    @classmethod
+    def load(cls, segmenter: str | Segmenter | None = None, device: str = "auto") -> InputGate:
+        """The gate of a lung segmenter (a :class:`Segmenter`, its folder, a bundle or a built-in name; default: the
+        built-in one). Raises :class:`CheckpointError` when it carries none."""
+        from . import builtin
+
+        if not isinstance(segmenter, Segmenter):
+            segmenter = Segmenter.load(segmenter or builtin.DEFAULT, device=device, target="lungs")
+        return cls.for_segmenter(segmenter)
 
     def check(
         self,
@@ -201,7 +246,7 @@ class InputGate:
         return out
 
     def _distance(self, images: torch.Tensor) -> list[float]:
-        return mahalanobis(encoder_features(self.segmenter, images), self.mean, self.precision).tolist()
+        return feature_distance(self.segmenter, images).tolist()
 
     def _variants(self, images: torch.Tensor, suspect: list[bool], distance: list[float]) -> list[list[str]]:
         """For each suspect image (lungs not clear, or features near the threshold): the variant (inverted,

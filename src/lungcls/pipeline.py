@@ -12,7 +12,6 @@ from, versions), ``segmenter/`` and ``classifier/`` (each ``config.json`` + ``mo
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -146,8 +145,8 @@ class Pipeline:
                 was trained with (a :class:`Segmenter`, a run folder, a bundle or a built-in name).
             infection: an infection segmenter to measure infection per lung with (``True``: the built-in one,
                 :data:`lungcls.builtin.INFECTION`; or a :class:`Segmenter`, run folder or name).
-            gate: the input gate: ``"auto"`` the built-in one when the pipeline's segmenter is the one it was fitted
-                for, ``True`` the built-in one (an error if it does not fit), a gate's name or folder, or None/False.
+            gate: the input gate: ``"auto"`` the one the lung segmenter carries (calibrated when it was trained; the
+                built-in one has one), when it has one; ``True`` the same, an error without one; None/False: none.
             raw: a raw-mode classifier (run folder, bundle, or loaded) for the policy ``doubtful="raw"`` (default:
                 the bundle's ``raw-classifier/``, if it has one).
             policy: see :class:`~lungcls.decisions.DecisionPolicy`.
@@ -170,7 +169,7 @@ class Pipeline:
         if raw is None and (Path(path) / "raw-classifier" / "config.json").is_file():
             raw = Path(path) / "raw-classifier"
         fallback = raw if isinstance(raw, Classifier) or raw is None else Classifier.load(raw, device, batch_size=batch_size)
-        return cls(seg, classifier, finder, _gate(gate, seg, device), fallback, policy)
+        return cls(seg, classifier, finder, _gate(gate, seg), fallback, policy)
 
     def save(self, path: str | Path, metrics: dict | None = None, force: bool = False) -> Path:
         """Write a bundle folder from the models in memory: both stages' weights and configs (with their
@@ -441,21 +440,14 @@ class Pipeline:
         return explain(self.classifier, batch, masks, targets, method)
 
 
-def _gate(spec: str | bool | None, segmenter: Segmenter | None, device) -> InputGate | None:
+def _gate(spec: str | bool | None, segmenter: Segmenter | None) -> InputGate | None:
     """The input gate :meth:`Pipeline.load` was asked for (see there)."""
-    from . import builtin
-
     if not spec or segmenter is None:
         return None
-    name = "gate-covidqu" if spec in (True, "auto") else str(spec)
-    if spec == "auto":
-        if name not in builtin.names():
-            return None
-        fitted = json.loads(builtin.folder(name).joinpath("config.json").read_text(encoding="utf-8"))["segmenter"]
-        if segmenter.info.get("source", {}).get("sha256") != fitted["sha256"]:
-            log.info("no input gate: the built-in gate was fitted for another lung segmenter")
-            return None
-    return InputGate.load(name, segmenter=segmenter, device=device)
+    if spec == "auto" and not segmenter.info.get("gate"):
+        log.info("no input gate: the lung segmenter carries no calibrated gate")
+        return None
+    return InputGate.for_segmenter(segmenter)
 
 
 def _as_arrays(item: np.ndarray | torch.Tensor) -> list[np.ndarray]:

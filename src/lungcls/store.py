@@ -30,7 +30,7 @@ from .atomic import write_bytes, write_json
 from .config import from_dict
 from .errors import CheckpointError, ConfigError
 
-KINDS = ("segmenter", "classifier", "gate")
+KINDS = ("segmenter", "classifier")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 T = TypeVar("T")
 

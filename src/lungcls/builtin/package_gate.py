@@ -1,95 +1,80 @@
-"""Fit the input gate (:mod:`lungcls.gate`) for a lung segmenter and write it as a built-in model: the mean and
-shrunk precision matrix of its encoder features on the Train images of its own split, the distance threshold (the
-99.5th percentile on its Val images), and a model card.
+"""Calibrate the input gate (:mod:`lungcls.gate`) of the built-in lung segmenter: the threshold on its feature
+distance, the 99.5th percentile over the Val images of its own split, written as the ``gate`` section of its
+``config.json`` and as a section of its model card. Nothing else is fitted: the distance reads the running
+statistics of the segmenter's own batch-norm layers.
 
-    python -m lungcls.builtin.package_gate --cache CACHE --out src/lungcls/builtin/gate-covidqu
+    python -m lungcls.builtin.package_gate --cache CACHE
 
-``CACHE`` is a packed cache of the segmenter's split (``scripts/builtin_gate.sh`` makes it). Not imported by lungcls
-at run time.
+``CACHE`` is a packed cache of the segmenter's split (``scripts/builtin_gate.sh`` makes it). A lung segmenter that
+``lungcls train-seg`` trains gets its gate the same way when its training ends. Not imported by lungcls at run time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import builtin
-from ..atomic import write_text
-from ..config import to_dict
+from ..atomic import write_json, write_text
 from ..data.cache import PackedCache
-from ..gate import GateConfig, encoder_features, fit_distribution, mahalanobis
-from ..runs import images_record
+from ..gate import calibrate
 from ..seg.segmenter import Segmenter
-from ..store import write_model
 
-QUANTILE = 99.5
-
-
-def package_gate(cache: PackedCache, out: Path, segmenter: str = builtin.DEFAULT) -> dict:
-    """Fit and write the gate; returns its config."""
-    seg = Segmenter.load(segmenter, device="cpu", target="lungs")
-    seen = {s: set(seg.images.get(s, [])) for s in ("Train", "Val")} if seg.images else {}
-    rows = {s: np.array([r for r in cache.indices(s) if not seen or cache.hashes[r] in seen[s]]) for s in ("Train", "Val")}
-
-    def features(split: str) -> torch.Tensor:
-        return encoder_features(seg, torch.from_numpy(np.asarray(cache.images[rows[split]]))[:, None])
-
-    cfg = GateConfig()
-    mean, precision = fit_distribution(features("Train"), cfg.shrinkage)
-    val = mahalanobis(features("Val"), mean, precision).numpy()
-    cfg.threshold = float(np.percentile(val, QUANTILE))
-    config = {
-        "kind": "gate",
-        "gate": to_dict(cfg),
-        "segmenter": {"name": segmenter, "sha256": seg.info["source"]["sha256"]},
-        "fitted": {"train_images": len(rows["Train"]), "val_images": len(rows["Val"]), "quantile": QUANTILE,
-                   "val_distance": {"median": float(np.median(val)), "max": float(val.max())}},  # fmt: skip
-        "builtin": {"description": f"input gate for {segmenter}: is it a frontal CXR like its training images?",
-                    "trained_on": f"{len(rows['Train'])} Train / {len(rows['Val'])} Val images of {segmenter}'s split"},
-    }  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    sha = write_model(out, config, {"mean": mean.float(), "precision": precision.float()},
-                      images_record(cache, rows))  # fmt: skip
-    write_text(out / "MODEL_CARD.md", card(out.name, config, sha))
-    return config
+#: the model card's section on the gate, replaced on each calibration
+HEADING = "## Input gate"
 
 
-def card(name: str, config: dict, sha: str) -> str:
-    """The gate's card; its evaluation (AUROC, false rejections) is in benchmarks/results/input_gate.md."""
-    g, f = config["gate"], config["fitted"]
+def package_gate(cache: PackedCache, name: str = builtin.DEFAULT) -> dict:
+    """Calibrate the gate of built-in segmenter ``name`` on its Val images found in ``cache``; returns the section."""
+    seg = Segmenter.load(name, device="cpu", target="lungs")
+    wanted = set((seg.images or {}).get("Val", []))
+    rows = np.array([r for r in cache.indices("Val") if not wanted or cache.hashes[r] in wanted])
+    gate = calibrate(seg, torch.from_numpy(np.asarray(cache.images[rows]))[:, None])
+    if gate is None:
+        raise SystemExit(f"{name}: no batch-norm layers in its decoder, or no Val images in {cache.path}")
+    folder = Path(str(builtin.folder(name)))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    write_json(folder / "config.json", config | {"gate": gate})
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card = re.sub(rf"\n{HEADING}\n.*?(?=\n## |\Z)", "", card, flags=re.S).rstrip("\n") + "\n\n" + section(gate)
+    write_text(folder / "MODEL_CARD.md", card)
+    return gate
+
+
+def section(gate: dict) -> str:
+    """The model card's section on the gate (its evaluation is in benchmarks/results/input_gate)."""
+    f = gate["fitted"]
     return "\n".join([
-        f"# Built-in input gate `{name}`", "",
-        "**Research use only. Not a diagnostic device.**", "",
-        f"Answers, before either stage, whether a picture is a frontal adult chest X-ray like the training images of "
-        f"`{config['segmenter']['name']}` (sha256 `{config['segmenter']['sha256'][:16]}`), and why not "
-        "(`lungcls.gate`): blank, colour, aspect, no lung fields, inverted, rotated, unlike the training CXRs.", "",
-        f"- Distance: Mahalanobis distance of the segmenter's encoder features (last two stages, averaged over the "
-        f"picture) to their mean on {f['train_images']} Train images, covariance shrunk by {g['shrinkage']} towards "
-        f"the identity; threshold {g['threshold']:.2f}, the {f['quantile']}th percentile on {f['val_images']} Val "
-        f"images (median {f['val_distance']['median']:.2f}, largest {f['val_distance']['max']:.2f}).",
-        f"- Colour: more than {g['max_colour']:.0%} coloured pixels; aspect outside {g['aspect'][0]}-{g['aspect'][1]} "
-        f"(width / height); blank: grey-level spread under {g['min_std']}; clear lungs: mean lung probability "
-        f"{g['min_clear']} and no flags.",
-        f"- Weights sha256 `{sha[:16]}`; reproduced by `bash scripts/builtin_gate.sh`; evaluated by "
-        "`python benchmarks/input_gate.py` (`benchmarks/results/input_gate.md`).", "",
-        "## Limits", "",
-        "- The data holds no lateral views and no children: the gate was not tested on them, and claims nothing "
-        "about them.",
-        "- A CXR from a population or device unlike COVID-QU-Ex's sources can be refused as `unlike-training-cxrs`; "
-        "the false-rejection rate per set is in the evaluation.",
+        HEADING, "",
+        "Before either stage, `lungcls.gate` answers whether a picture is a frontal adult chest X-ray like this "
+        "segmenter's training images, and why not: blank, colour, aspect, no lung fields, inverted, rotated, unlike "
+        "the training CXRs.", "",
+        "- Distance: per batch-norm layer of the decoder, the activations' mean and spread over the picture against "
+        "the layer's running statistics from training (no other fitted statistics); threshold "
+        f"{gate['threshold']:.3f}, the {f['quantile']}th percentile on {f['val_images']} Val images (median "
+        f"{f['median']:.3f}, largest {f['max']:.3f}); reproduced by `bash scripts/builtin_gate.sh`.",
+        f"- Colour: more than {gate['max_colour']:.0%} coloured pixels; aspect outside {gate['aspect'][0]}-"
+        f"{gate['aspect'][1]} (width / height); blank: grey-level spread under {gate['min_std']}; clear lungs: mean "
+        f"lung probability {gate['min_clear']} and no flags.",
+        "- Evaluated by `python benchmarks/input_gate.py ../shared/data --out benchmarks/results/input_gate` "
+        "(`benchmarks/results/input_gate/report.md`).",
+        "- The data holds no lateral views and no children: the gate was not tested on them and claims nothing about "
+        "them. A CXR from a population or device unlike COVID-QU-Ex's sources can be refused as "
+        "`unlike-training-cxrs`; the false-rejection rate per set is in the evaluation.",
     ]) + "\n"  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--segmenter", default=builtin.DEFAULT)
     args = ap.parse_args()
-    print(package_gate(PackedCache.open(args.cache), args.out, args.segmenter))
+    print(package_gate(PackedCache.open(args.cache), args.segmenter))
 
 
 if __name__ == "__main__":

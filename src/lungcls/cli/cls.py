@@ -63,7 +63,7 @@ def load_pipeline(model: Path, device: str, batch_size, seg_model, on_doubtful: 
         curve = ((pipe.classifier.info.get("evaluation") or {}).get("val") or {}).get("coverage")
         typer.echo(implied_coverage(curve, abstain_below), err=True)
     if pipe.gate is None and not no_gate:
-        typer.echo("note: no input gate for this segmenter (the built-in gate fits the built-in lung segmenter)", err=True)
+        typer.echo("note: no input gate (this lung segmenter carries no calibrated gate)", err=True)
     return pipe
 
 

@@ -85,8 +85,16 @@ class SegmenterStage(Stage):
         return {"model": to_dict(self.model), "postprocess": to_dict(self.post), **smp_config(self.model)}
 
     def trained(self, task: SegmentationTask, info: dict, progress: bool) -> Segmenter:
+        """The trained segmenter; a lung segmenter also gets its input gate's threshold, from its Val images."""
         images = images_record(self.cache, self.rows)
-        return Segmenter(unwrap(task.model), self.model, self.post, task.device, info=info, images=images)
+        model = Segmenter(unwrap(task.model), self.model, self.post, task.device, info=info, images=images)
+        if self.model.target == "lungs":
+            from ..gate import calibrate
+
+            val = torch.from_numpy(np.asarray(self.cache.images[np.sort(self.rows["Val"])]))[:, None]
+            if gate := calibrate(model, val):
+                model.info["gate"] = gate
+        return model
 
     def evaluate(self, model: Segmenter, split: str, progress: bool) -> SegmentationReport:
         return evaluate_segmenter(
