@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from .errors import ImageReadError
 
 
-def decode_dicom(path: Path, check: Callable[[int, int], str | None] = lambda h, w: None) -> tuple[np.ndarray, str]:
+def decode_dicom(
+    path: Path, check: Callable[[int, int], str | None] = lambda h, w: None, source: Path | BinaryIO | None = None
+) -> tuple[np.ndarray, str]:
     """Decode a DICOM file to a float64 (H, W) array where higher means brighter (more attenuation).
 
     ``check(height, width)`` says why an image of that size is refused (None: accepted); it is asked before
     the pixel data is decoded. Applies the modality LUT (rescale slope/intercept), then the VOI LUT or window
     centre/width,
-    then inverts MONOCHROME1 so that bone is bright as in any CXR.
+    then inverts MONOCHROME1 so that bone is bright as in any CXR. ``source``: the bytes to read instead of ``path``
+    (which then only names the file in messages).
 
     Returns:
         (pixels, mode): pixels float64 (H, W); mode e.g. ``"DICOM MONOCHROME1"``.
@@ -30,7 +34,7 @@ def decode_dicom(path: Path, check: Callable[[int, int], str | None] = lambda h,
     except ImportError:  # pydicom < 3
         from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path if source is None else source)
         rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
         if rows and cols and (problem := check(rows, cols)):  # before the pixels are decoded
             raise ImageReadError(path, problem)

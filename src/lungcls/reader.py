@@ -25,8 +25,10 @@ naming the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,23 +73,38 @@ class DecodedImage:
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
 
-def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode ``path`` to uint8 grayscale at its native size.
+@dataclass(frozen=True)
+class InMemoryFile:
+    """A file's bytes that never touched the disk (an upload): ``name`` names it in messages, nothing else."""
+
+    name: str
+    data: bytes
+
+
+def decode_image(path: str | Path | InMemoryFile, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode ``path`` (or an :class:`InMemoryFile`'s bytes) to uint8 grayscale at its native size.
 
     Raises:
         ImageReadError: the file is missing, empty, truncated, not an image, or too large.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "no such file" if not path.exists() else "not a regular file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)")
-    if _is_dicom(path):
+    if isinstance(path, InMemoryFile):
+        source, path = io.BytesIO(path.data), Path(path.name)
+        if not source.getbuffer().nbytes:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        dicom = path.suffix.lower() in (".dcm", ".dicom") or source.getbuffer()[128:132] == b"DICM"
+    else:
+        source = path = Path(path)
+        if not path.is_file():
+            raise ImageReadError(path, "no such file" if not path.exists() else "not a regular file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        dicom = _is_dicom(path)
+    if dicom:
         from .dicom import decode_dicom  # optional extra, imported only when needed
 
-        native, mode = decode_dicom(path, lambda h, w: check_side(h, w, max_pixels))
+        native, mode = decode_dicom(path, lambda h, w: check_side(h, w, max_pixels), source)
         return DecodedImage(_to_uint8(native, path), mode, "DICOM", _hash(native))
-    native, mode, fmt, colour = _decode_pil(path, max_pixels)
+    native, mode, fmt, colour = _decode_pil(path, max_pixels, source)
     return DecodedImage(_to_uint8(native, path), mode, fmt, _hash(native), colour)
 
 
@@ -157,11 +174,11 @@ def readable_kind(path: str | Path) -> str | None:
         return None
 
 
-def _decode_pil(path: Path, max_pixels: int) -> tuple[np.ndarray, str, str, float]:
+def _decode_pil(path: Path, max_pixels: int, source=None) -> tuple[np.ndarray, str, str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as img:
+            with Image.open(path if source is None else source) as img:
                 w, h = img.size
                 if w == 0 or h == 0:
                     raise ImageReadError(path, f"image has no pixels ({w}x{h})")
@@ -256,8 +273,11 @@ class ReadBatch:
     colours: list[float] | None = None
 
 
-def read_images(paths: list[str | Path], size: Size = DEFAULT_SIZE, keep_native: bool = False) -> ReadBatch:
-    """Decode each file once (:func:`decode_image`) and resize it to ``size``; errors are kept per file."""
+def read_images(
+    paths: Sequence[str | Path | InMemoryFile], size: Size = DEFAULT_SIZE, keep_native: bool = False
+) -> ReadBatch:
+    """Decode each file (or :class:`InMemoryFile`) once (:func:`decode_image`) and resize it to ``size``; errors are
+    kept per file."""
     images, slots, sizes, natives, colours = [], [], [], [], []
     for path in paths:
         try:
