@@ -107,3 +107,25 @@ def tiny_configs():
 
     return (SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8], image_size=32),
             ClassifierConfig(arch="resnet18", image_size=32, mode="masked"), TrainConfig(epochs=1, batch_size=8, device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def serve_bundle(tmp_path_factory) -> Path:
+    """A bundle with the built-in lung segmenter, a masked and a raw classifier, both untrained (for the web
+    server's tests: the numbers are not the point there, the plumbing is)."""
+    import torch
+
+    from lungcls import Pipeline
+    from lungcls.cls.classifier import Classifier
+    from lungcls.config import ClassifierConfig
+    from lungcls.models.classifiers import build_classifier
+    from lungcls.seg.segmenter import Segmenter
+
+    def untrained(mode: str) -> Classifier:
+        torch.manual_seed(0)
+        cfg = ClassifierConfig(arch="resnet18", image_size=64, mode=mode)
+        return Classifier(build_classifier(cfg), cfg, device="cpu")
+
+    out = tmp_path_factory.mktemp("serve") / "bundle"
+    Pipeline(Segmenter.load(device="cpu", target="lungs"), untrained("masked"), raw=untrained("raw")).save(out)
+    return out

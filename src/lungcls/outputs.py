@@ -262,6 +262,7 @@ def predict_files(
     cam_method: str = "gradcam",
     cam_target: str | None = None,
     segment_dir: str | Path | None = None,
+    names: dict[Path, str] | None = None,
 ) -> list[dict]:
     """Predict each file with a :class:`~lungcls.pipeline.Pipeline`; unreadable files get a row with the error.
 
@@ -273,6 +274,7 @@ def predict_files(
             the predicted one).
         segment_dir: also write the masks, overlays and crops that ``lungcls segment`` writes there (from
             the same masks: every file is read and segmented once).
+        names: each file's output name, when ``paths`` is a part of a larger input (default: :func:`unique_names`).
 
     Returns:
         One dict per input (the CSV rows of :func:`prediction_fields`).
@@ -280,7 +282,7 @@ def predict_files(
 
     if cam_target is not None and cam_target not in pipe.class_names:
         raise ValueError(f"--cam-target {cam_target!r} is not a class of this model ({', '.join(pipe.class_names)})")
-    names = dict(zip(paths, unique_names(paths)))
+    names = names or dict(zip(paths, unique_names(paths)))
     explain = (Path(explain_dir), cam_method, cam_target) if explain_dir is not None else None
     rows: list[dict] = []
     bar = progress_bar(total=len(paths), desc="predicting", unit="img", enabled=progress)
@@ -313,14 +315,18 @@ def _predict_chunk(pipe, chunk: list[Path], names: dict, explain: tuple | None, 
         if isinstance(slot, ImageReadError):
             rows.append({"path": str(path), "name": names[path], "error": slot.reason})
             continue
-        p = preds[slot]
-        row = common_row(path, names[path], read.sizes[slot], p.lung_fraction, p.box, p.flags, s, p.dice_estimate)
-        row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in pipe.class_names if n in p.probs}}
-        row |= {"decision": p.decision, "decision_reason": p.reason, "confidence": round(p.confidence, 5),
-                "gate_score": "" if p.gate is None else round(p.gate.score, 4)}  # fmt: skip
-        row["in_lung_saliency"] = "" if math.isnan(shares[slot]) else round(float(shares[slot]), 4)
-        rows.append(row | {"model_warnings": "; ".join(pipe.warnings)})
+        rows.append(prediction_row(pipe, path, names[path], read.sizes[slot], preds[slot], shares[slot]))
     return rows
+
+
+def prediction_row(pipe, path, name: str, native: Size, p, saliency: float = math.nan) -> dict:
+    """The CSV row (:func:`prediction_fields`) of one :class:`~lungcls.pipeline.Prediction` of ``pipe``."""
+    row = common_row(path, name, native, p.lung_fraction, p.box, p.flags, pipe.size, p.dice_estimate)
+    row |= {"predicted": p.label, **{f"p_{n}": round(p.probs[n], 5) for n in pipe.class_names if n in p.probs}}
+    row |= {"decision": p.decision, "decision_reason": p.reason, "confidence": round(p.confidence, 5),
+            "gate_score": "" if p.gate is None else round(p.gate.score, 4)}  # fmt: skip
+    row["in_lung_saliency"] = "" if math.isnan(saliency) else round(float(saliency), 4)
+    return row | {"model_warnings": "; ".join(pipe.warnings)}
 
 
 def prediction_fields(class_names: Sequence[str], explain: bool = False) -> list[str]:

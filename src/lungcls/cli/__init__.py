@@ -10,6 +10,7 @@ from . import data  # noqa: F401
 from . import seg  # noqa: F401
 from . import cls  # noqa: F401
 from . import pipeline  # noqa: F401
+from . import serve  # noqa: F401
 from .app import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, app
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "app", "main"]
