@@ -40,33 +40,37 @@ def predict(
     raw_model: RawModel = None,
     no_gate: NoGate = False,
     batch_size: InferenceBatch = None,
+    shard_size: Annotated[
+        int, opt("Under torchrun: files per part (a part is the unit each rank does, and redoes after a crash).", "N")
+    ] = 256,
     device: Device = None,
     force: Force = False,
     common: Common = None,
 ) -> None:
     """Segment and classify with a whole pipeline (input gate first, then the decision policy); optionally explain
-    each prediction."""
+    each prediction. Under torchrun (`torchrun --nproc_per_node N -m lungcls predict ...`) the ranks share the
+    inputs, and rank 0 writes the same outputs; the same command resumes after a crash."""
     from ..explain import CAM_METHODS
     from ..outputs import predict_to_folder
+    from ..sharded import Ranks, predict_sharded
 
     if cam_method not in CAM_METHODS:
         raise fail(f"unknown --cam-method {cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
     refuse_existing(out, force, folder=True)
     found = expand(inputs, out, force)
+    ranks = Ranks.from_env()
     with library_errors():
-        pipe = load_pipeline(model, common.device(device), batch_size, seg_model, on_doubtful, abstain_below,
-                             raw_model, no_gate)  # fmt: skip
-        rows = predict_to_folder(
-            found.paths,
-            pipe,
-            out,
-            force=force,
-            explain=explain,
-            cam_method=cam_method,
-            cam_target=cam_target,
-            progress=common.progress,
-        )
-    report_rows(rows, found, out / "predictions.csv", "classified", pipe.class_names)
+        if ranks is not None:
+            ranks.start()
+        where = ranks.device(device) if ranks is not None else common.device(device)
+        pipe = load_pipeline(model, where, batch_size, seg_model, on_doubtful, abstain_below, raw_model, no_gate)
+        options = {"explain": explain, "cam_method": cam_method, "cam_target": cam_target, "progress": common.progress}
+        if ranks is None:
+            rows = predict_to_folder(found.paths, pipe, out, force=force, **options)
+        else:
+            rows = predict_sharded(found.paths, pipe, out, ranks, shard_size, force=force, **options)
+    if rows is not None:  # one process, or rank 0 of several
+        report_rows(rows, found, out / "predictions.csv", "classified", pipe.class_names)
 
 
 BothRecipes = Annotated[
