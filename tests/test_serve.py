@@ -162,3 +162,14 @@ def test_serve_refuses_a_public_address_without_a_token():
 
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "--token" in result.output
+
+
+def test_a_real_cxr_uploaded_as_monochrome1_dicom_is_read_in_memory(served, shared_data, tmp_path):
+    from .test_bad_inputs import _dicom
+
+    cxr = cv2.imread(str(cxrs(shared_data, 1)[0]), cv2.IMREAD_GRAYSCALE)
+    _dicom(tmp_path / "chest.dcm", (255 - cxr.astype(np.uint16)) * 16)  # 12-bit, bone dark: MONOCHROME1
+    client = TestClient(create_app(served))
+    r = client.post("/v1/segment", files=upload(tmp_path / "chest.dcm"))
+    result = r.json()["results"][0]
+    assert r.status_code == 200 and result["gate_accepted"] and 0.1 < result["lung_fraction"] < 0.6, result
