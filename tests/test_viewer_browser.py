@@ -89,5 +89,9 @@ def test_the_page_shows_overlays_numbers_and_downloads_for_real_cxrs(server, sha
         page.check("input[name=mode][value=main]")
         assert "not shown (the input gate refused" in page.locator(".card").nth(2).inner_text()
         page.screenshot(path=str(artifacts / "viewer.png"), full_page=True)
+        page.goto(server + "/docs")  # the API's description, rendered offline from /openapi.json
+        page.wait_for_selector("section.route")
+        routes = page.locator("section.route h2").all_inner_texts()
+        assert {"POST /v1/predict", "POST /v1/segment", "GET /v1/models", "GET /healthz"} <= set(routes), routes
         browser.close()
     assert (artifacts / "viewer.png").stat().st_size > 10_000

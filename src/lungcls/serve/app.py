@@ -6,7 +6,8 @@
 ``GET /v1/models``    what answers: segmenters, gate, classifier, class names, modes
 ``POST /v1/segment``  lungs (and infection) of the uploaded files (multipart field ``files``)
 ``POST /v1/predict``  the whole pipeline on them (409 when the server runs without a classifier)
-``GET /docs``         the OpenAPI page
+``GET /docs``         the routes, rendered from ``/openapi.json`` (FastAPI's own pages fetch their viewer from a
+                      CDN; this one works offline)
 ===================== ==========================================================================================
 
 ``?pictures=true`` adds PNG data URLs, ``?explain=true`` the class-activation map. A request whose files are all
@@ -37,7 +38,7 @@ from .batcher import Batcher
 from .models import ServedModels
 
 RESEARCH_ONLY = "Research use only. Not a diagnostic device: lungcls must not be used to diagnose, treat or triage."
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "style.css": "text/css", "docs.js": "text/javascript"}
 
 
 @dataclass
@@ -102,10 +103,11 @@ async def _too_large(send, limit: int) -> None:
 def create_app(models: ServedModels, limits: Limits | None = None, token: str | None = None) -> FastAPI:
     """The app serving ``models`` (see the module's docstring)."""
     limits = limits or Limits()
-    app = FastAPI(title="lungcls", version=__version__, description=RESEARCH_ONLY)
+    app = FastAPI(title="lungcls", version=__version__, description=RESEARCH_ONLY, docs_url=None, redoc_url=None)
     app.state.models, app.state.limits, app.state.token = models, limits, token
     app.state.batcher = Batcher(_runner(models), limits.window, max_images=64)
-    app.state.page = resources.files("lungcls.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+    app.state.pages = {n: resources.files("lungcls.serve").joinpath("static", f"{n}.html").read_text(encoding="utf-8")
+                       for n in ("index", "docs")}  # fmt: skip
     app.state.assets = {n: resources.files("lungcls.serve").joinpath("static", n).read_bytes() for n in STATIC}
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
@@ -127,7 +129,13 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def index(request: Request) -> str:
-    return request.app.state.page
+    return request.app.state.pages["index"]
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+def docs(request: Request) -> str:
+    """The OpenAPI description as a page (FastAPI's own pages load their viewers from a CDN: not offline)."""
+    return request.app.state.pages["docs"]
 
 
 @router.get("/static/{name}", include_in_schema=False)
