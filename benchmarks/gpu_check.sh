@@ -9,6 +9,12 @@
 #     stage-2 grid ranked on Val (Test for the chosen point only), then the seed experiment (raw, masked-gt,
 #     masked, masked-cropped x 5 seeds) with the chosen recipes, analysed as the masked-vs-raw study analyses its
 #     runs (analyse_runs.py: clusters, two-level intervals, non-inferiority, power, calibration; 90 s kept).
+#     Beside the study, on the same GPU: the infection segmenter at 256 px (recipe infection-gpu, started from the
+#     built-in lung segmenter's weights) on the infection split carried in the archive, within INFECTION_SHARE % of
+#     the study's seconds, packaged there (float16, 6 MB) into OUT_DIR/infection-candidate/ (its run's history and
+#     reports in OUT_DIR/infection-run/); here it is packaged again from the original PNGs, which also records their
+#     content hashes: python -m lungcls.builtin.package_infection OUT_DIR/infection-candidate --name
+#     unet-r18-infection --cache runs/infection/cache --out src/lungcls/builtin/unet-r18-infection.
 #   PART shared: ARCHIVE = the four small shared sets (WebP q95, masks exact) and their split. The chosen recipes
 #     (WINNER_SEG / WINNER_CLS: JSON overrides, from part covidqu's winner_*.json; default: the default recipes)
 #     trained on them: stage 1, then stage 2 raw, masked and masked-cropped x 3 seeds, evaluated on Test.
@@ -44,6 +50,7 @@ python3 benchmarks/gpu_pack.py unpack "$ARCHIVE" "$WORK/data" > "$RESULTS/unpack
 if [ "${SMOKE:-0}" = 1 ]; then
   STUDY="--grid smoke --parallel 4 --seeds 1 --max-epochs 2 --fixed-guess 10"
   SEEDS=1
+  INFECTION_SMOKE="--epochs 1 --image-size 64 --batch-size 4"
 else
   STUDY="--grid gpu --parallel 8 --seeds 2 --max-epochs 300"
   SEEDS=5
@@ -52,6 +59,25 @@ ANALYSIS=0  # seconds kept for the seed experiment's statistics (part covidqu), 
 [ "$PART" = covidqu ] && { [ "${SMOKE:-0}" = 1 ] && ANALYSIS=10 || ANALYSIS=90; }
 LEFT=$((BUDGET - (SECONDS - START) - 15 - ANALYSIS))  # 15 s kept for copying the results
 echo "== $PART: ${LEFT} s for the study ($(date +%T))"
+infection() {  # the infection segmenter beside the study (issue 24): prepare, train within $1 s, copy the run back
+  local W=$WORK/infection
+  lungcls prepare "$WORK/data/split-infection.csv" --masks infection --out "$W/cache" --size 256 -q --force &&
+  # shellcheck disable=SC2086
+  lungcls train-seg "$W/cache" --out "$W/run" --recipe infection-gpu --seed 0 --overwrite -q --time-budget "$1" \
+    --encoder-weights src/lungcls/builtin/unet-r18-covidqu/model.safetensors ${INFECTION_SMOKE:-}
+  local rc=$?
+  [ $rc = 0 ] && { python3 -m lungcls.builtin.package_infection "$W/run" --name unet-r18-infection --cache "$W/cache" \
+    --out "$RESULTS/infection-candidate" --where "on one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null \
+    || echo CPU) (GPU plan, WebP q90 images)"; rc=$?; }
+  mkdir -p "$RESULTS/infection-run"
+  cp "$W/run"/{config.json,history.csv,eval_*.md,eval_*.json} "$RESULTS/infection-run/" 2>/dev/null
+  echo "infection: exit $rc" >> "$RESULTS/infection-run/steps.txt"
+}
+INF_PID=
+if [ "$PART" = covidqu ] && [ -f "$WORK/data/split-infection.csv" ]; then
+  infection $((LEFT * ${INFECTION_SHARE:-70} / 100 - 20)) > "$RESULTS/infection.log" 2>&1 &
+  INF_PID=$!
+fi
 if [ "$PART" = covidqu ]; then
   # shellcheck disable=SC2086
   python3 benchmarks/recipe_study.py --split "$WORK/data/split.csv" --out "$WORK/study" --budget "$LEFT" \
@@ -71,6 +97,7 @@ elif [ "$PART" = shared ]; then
 else
   echo "PART must be covidqu or shared, not $PART"; exit 2
 fi
+[ -n "$INF_PID" ] && { wait "$INF_PID"; echo "== infection segmenter: $(cat "$RESULTS/infection-run/steps.txt" 2>/dev/null)"; }
 cp "$WORK/study"/recipe_study.* "$WORK/study"/winner_*.json "$WORK/study/runs.jsonl" "$RESULTS/" 2>/dev/null
 for run in "$WORK"/study/{seg,cls,experiment}/*/; do  # each run's record and reports, small files only
   [ -d "$run" ] || continue

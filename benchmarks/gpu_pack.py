@@ -9,7 +9,9 @@ more than their bytes, one archive costs its bytes. ``pack`` makes that archive 
   LZMA (about 300 B a mask);
 - every other file as it is (``labels.csv``...);
 - the split made HERE from the original PNGs (``lungcls data split``: duplicate groups and patients
-  searched on the exact pixels), with its paths relative to the archive, and the SHA-256 of each original file.
+  searched on the exact pixels), with its paths relative to the archive, and the SHA-256 of each original file;
+  with ``--infection-split`` also the infection masks' split the built-in infection segmenter is trained on
+  (``--masks infection --test 0.15 --seed 0``, as ``scripts/builtin_infection.sh`` makes it).
 
 Nothing is left out: the archive holds every file of the given folders, and ``pack`` refuses to write one
 that would not fit beside the checkout with the stated margin (``--margin-mib``, default 4).
@@ -104,13 +106,17 @@ def _read_mask(path: Path) -> np.ndarray | None:
     return pixels > 0
 
 
-def pack(roots: list[Path], out: Path, quality: int, split: bool, margin_mib: float, carry: list[Path]) -> dict:
+def pack(
+    roots: list[Path], out: Path, quality: int, split: bool, margin_mib: float, carry: list[Path], infection: bool = False
+) -> dict:
     """Write the archive of ``roots`` to ``out`` (see the module's docstring); returns its index."""
     files = sorted((root, f) for root in roots for f in root.rglob("*") if f.is_file())
     index, members = _contents(files, quality)
     index["roots"] = [r.name for r in roots]
     if split:
         index["split"] = _split_csv(roots)
+    if infection:
+        index["split_infection"] = _split_csv(roots, ["--masks", "infection", "--test", "0.15"])
     members["index.json.xz"] = lzma.compress(json.dumps(index).encode())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
@@ -183,13 +189,14 @@ def _contents(files: list[tuple[Path, Path]], quality: int) -> tuple[dict, dict[
     return index, members
 
 
-def _split_csv(roots: list[Path]) -> str:
-    """``lungcls data split`` of the original folders, paths made relative to the archive (``{DATA}/<root>/...``)."""
+def _split_csv(roots: list[Path], options: list[str] | None = None) -> str:
+    """``lungcls data split`` of the original folders (with ``options``; default ``--test 0.2``), paths made relative
+    to the archive (``{DATA}/<root>/...``)."""
 
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "split.csv"
         cmd = [sys.executable, "-m", "lungcls", "data", "split", *map(str, roots), "--out", str(csv_path),
-               "--test", "0.2", "--seed", "0", "-q", "--force"]  # fmt: skip
+               *(options or ["--test", "0.2"]), "--seed", "0", "-q", "--force"]  # fmt: skip
         subprocess.run(cmd, check=True)
         text = csv_path.read_text()
     for root in roots:
@@ -232,9 +239,10 @@ def unpack(archive: Path, dest: Path, workers: int | None = None) -> dict:
         bad = [p for p in pool.map(write, index["entries"]) if p]
     if bad:
         raise SystemExit(f"{len(bad)} unpacked files differ from the originals, e.g. {bad[0]}")
-    if "split" in index:
-        (dest / "split.csv").write_text(index["split"].replace("{DATA}", str(dest.resolve())))
-    return {k: v for k, v in index.items() if k not in ("entries", "split")}
+    for key, name in (("split", "split.csv"), ("split_infection", "split-infection.csv")):
+        if key in index:
+            (dest / name).write_text(index[key].replace("{DATA}", str(dest.resolve())))
+    return {k: v for k, v in index.items() if k != "entries" and not k.startswith("split")}
 
 
 def _pixels_match(out: Path, e: dict) -> bool:
@@ -250,6 +258,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quality", default="lossless", help="'lossless' or a WebP quality (1-100) for the images")
     p.add_argument("--split", action="store_true", help="make the split here, from the original PNGs, and ship it")
+    p.add_argument("--infection-split", action="store_true", help="also the infection masks' split (covidqu-infseg)")
     p.add_argument("--margin-mib", type=float, default=4.0, help="room left under the 64 MiB a call carries")
     p.add_argument("--carry", nargs="*", type=Path, default=[], help="other paths the same call carries (.whl)")
     p.add_argument("--force", action="store_true", help="replace an existing archive")
@@ -266,8 +275,8 @@ def main() -> None:
         parser.exit(2, f"error: {args.dest} holds files; pass --force to unpack into it\n")
     if args.command == "pack":
         quality = LOSSLESS if args.quality == "lossless" else int(args.quality)
-        index = pack(args.roots, args.out, quality, args.split, args.margin_mib, args.carry)
-        print(json.dumps({k: v for k, v in index.items() if k not in ("entries", "split")}, indent=1))
+        index = pack(args.roots, args.out, quality, args.split, args.margin_mib, args.carry, args.infection_split)
+        print(json.dumps({k: v for k, v in index.items() if k != "entries" and not k.startswith("split")}, indent=1))
     elif args.command == "unpack":
         print(json.dumps(unpack(args.archive, args.dest), indent=1))
     else:

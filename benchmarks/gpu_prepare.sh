@@ -4,7 +4,8 @@
 # committed), each checked to fit a call (checkout + wheels + archive, counted in 4 KiB blocks as the device tool
 # counts, with a 4 MiB margin), then prints the calls of the plan (benchmarks/README.md, "The GPU plan").
 #   .gpu_data/covidqu.tar: all of covidqu-infseg (4,384 images as WebP q90, largest error stated in the archive;
-#                          lung and infection masks exact) and its split made from the original PNGs
+#                          lung and infection masks exact), its split and the infection split made from the
+#                          original PNGs
 #   .gpu_data/shared.tar:  the four small shared sets as WebP q95 (lossless no longer fits beside the checkout's
 #                          built-in models), masks exact, and their split
 # Usage: bash benchmarks/gpu_prepare.sh [DATA_ROOT]   (default $LUNGCLS_DATA, then ../shared/data)
@@ -19,7 +20,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl segmentation_models_pytorch==0.6.0
 python3 -m pip wheel -q --no-deps -w .whl grad-cam==1.5.7 ttach==0.0.3  # pure Python, published as sdists
-python3 benchmarks/gpu_pack.py pack "$DATA/covidqu-infseg" --out .gpu_data/covidqu.tar --quality 90 --split --carry .whl --force
+python3 benchmarks/gpu_pack.py pack "$DATA/covidqu-infseg" --out .gpu_data/covidqu.tar --quality 90 --split --infection-split --carry .whl --force
 python3 benchmarks/gpu_pack.py pack "$DATA"/{ieee8023-radiologist100,ieee8023-v7labs427,nih-cxr8,covid19-radiography} \
   --out .gpu_data/shared.tar --quality 95 --split --carry .whl --force
 for part in covidqu shared; do

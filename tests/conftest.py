@@ -73,10 +73,11 @@ def synthetic_cxr(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def small_copy(src: Path, dst: Path, per_class: int) -> None:
-    """The first ``per_class`` images of each split and class of a set (and their masks, and its labels.csv)."""
+    """The first ``per_class`` images of each split and class of a set (and their lung and infection masks, and its
+    labels.csv)."""
     for images in sorted(src.rglob("images")):
         for img in sorted(p for p in images.iterdir() if p.suffix == ".png")[:per_class]:
-            for f in (img, images.parent / "lung masks" / img.name):
+            for f in (img, images.parent / "lung masks" / img.name, images.parent / "infection masks" / img.name):
                 if f.is_file():
                     (dst / f.parent.relative_to(src)).mkdir(parents=True, exist_ok=True)
                     shutil.copy(f, dst / f.relative_to(src))

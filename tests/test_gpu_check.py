@@ -38,7 +38,8 @@ def box(tmp_path_factory, shared_data):
         small_copy(shared_data / name, data / name, per_class=8)
     small_copy(shared_data / "covidqu-infseg", data / "covidqu-infseg", per_class=6)
     env = clean_env(repo)
-    packs = {"covidqu": ([data / "covidqu-infseg"], ["--quality", "95"]), "shared": ([data / n for n in SHARED], [])}
+    packs = {"covidqu": ([data / "covidqu-infseg"], ["--quality", "95", "--infection-split"]),
+             "shared": ([data / n for n in SHARED], [])}  # fmt: skip
     for part, (roots, extra) in packs.items():
         cmd = [sys.executable, "benchmarks/gpu_pack.py", "pack", *map(str, roots), "--out", f".gpu_data/{part}.tar",
                "--split", *extra]  # fmt: skip
@@ -85,6 +86,11 @@ def test_the_plan_both_calls_within_their_budgets(box, tmp_path):
         assert (out / "runs" / f"cls-{r['name']}-s{r['seed']}" / "eval_test.md").is_file() == (r["name"] == chosen)
     analysis = (out / "analysis.md").read_text()  # the seed experiment analysed as the study analyses its runs
     assert "masked-cropped - raw" in analysis and "seeds and clusters resampled" in analysis
+    infection = out / "infection-run"  # the infection segmenter, trained beside the study, comes back to be packaged
+    assert "infection: exit 0" in (infection / "steps.txt").read_text(), (out / "infection.log").read_text()[-2000:]
+    assert (infection / "eval_seg_test.md").is_file() and (out / "infection-candidate" / "MODEL_CARD.md").is_file()
+    candidate = json.loads((out / "infection-candidate" / "config.json").read_text())
+    assert candidate["model"]["target"] == "infection" and candidate["detector"]["threshold"] is not None
     winners = {k: (out / f"winner_{k}.json").read_text().replace("\n", "") for k in ("seg", "cls")}
 
     out2 = tmp_path / "gpu2"

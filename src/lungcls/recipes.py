@@ -17,6 +17,8 @@ default    the GPU recipe: U-Net(resnet34) at 256 px, 40 epochs / ResNet-50 at 2
 cpu        minutes on a laptop CPU: U-Net(resnet18, 4 stages) at 128 px, 12 epochs / ResNet-18 at 128 px, 8 epochs
 builtin    the built-in lung segmenter (``lungcls.builtin``): U-Net(resnet18, 4 stages, narrow decoder) at 160 px
 infection  the built-in infection segmenter: the ``builtin`` U-Net with ``target="infection"`` at 128 px, 12 epochs
+infection- the same U-Net at 256 px, 80 epochs (batch 32): the GPU plan's candidate for the built-in infection
+gpu        segmenter (same size: it would ship within 10 MB), within the plan's time budget
 demo       ``lungcls demo``: tiny models at 64 px, a few epochs (mechanics, not accuracy)
 ========== =================================================================================================
 """
@@ -32,6 +34,10 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: the built-in infection segmenter's U-Net (the built-in lung segmenter's, with target infection) at 128 px
+_INFECTION = SegmenterConfig(
+    target="infection", encoder_name="resnet18", encoder_depth=4, decoder_channels=[64, 32, 16, 8], image_size=128
+)
 SEGMENTER_RECIPES: dict[str, tuple[SegmenterConfig, TrainConfig]] = {
     "default": (SegmenterConfig(), TrainConfig(epochs=40, batch_size=32, lr=1e-3)),
     "cpu": (
@@ -42,15 +48,10 @@ SEGMENTER_RECIPES: dict[str, tuple[SegmenterConfig, TrainConfig]] = {
         SegmenterConfig(encoder_name="resnet18", encoder_depth=4, decoder_channels=[64, 32, 16, 8], image_size=160),
         TrainConfig(epochs=24, batch_size=16, lr=2e-3, ema_epochs=1.0),
     ),
-    "infection": (
-        SegmenterConfig(
-            target="infection",
-            encoder_name="resnet18",
-            encoder_depth=4,
-            decoder_channels=[64, 32, 16, 8],
-            image_size=128,
-        ),
-        TrainConfig(epochs=12, batch_size=16, lr=2e-3, ema_epochs=1.0),
+    "infection": (_INFECTION, TrainConfig(epochs=12, batch_size=16, lr=2e-3, ema_epochs=1.0)),
+    "infection-gpu": (
+        dataclasses.replace(_INFECTION, image_size=256),
+        TrainConfig(epochs=80, batch_size=32, lr=2e-3, ema_epochs=1.0),
     ),
     "demo": (
         SegmenterConfig(encoder_name="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8], image_size=64),

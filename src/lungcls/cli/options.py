@@ -50,6 +50,7 @@ class SegRecipe(str, Enum):
     cpu = "cpu"
     builtin = "builtin"
     infection = "infection"
+    infection_gpu = "infection-gpu"
     demo = "demo"
 
 

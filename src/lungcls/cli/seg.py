@@ -28,7 +28,7 @@ def train_seg(
         SegRecipe,
         opt(
             "Starting recipe (auto: default on a GPU, cpu without one); the options below change single settings.",
-            "[auto|default|cpu|builtin|infection|demo]",
+            "[auto|default|cpu|builtin|infection|infection-gpu|demo]",
         ),
     ] = SegRecipe.auto,
     target: Annotated[
