@@ -181,6 +181,41 @@ def _boxes(s: int, offsets: Sequence[float]) -> list[tuple[int, int, int, int]]:
     return [(t, b, l, r) for t in cuts for b in cuts for l in cuts for r in cuts if (t, b, l, r) != (0, 0, 0, 0)]
 
 
+def _summed_area(images: np.ndarray):
+    """int64 (B, S+1, S+1) summed-area tables of uint8 (B, S, S) pictures: the sum of any box in four lookups."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(images).astype(np.int64))
+    return F.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+
+
+def _box_thumbs(table, boxes, size: int):
+    """Standardised (B, K, size * size) thumbnails of the crop boxes (t, b, l, r) (K, 4) of every picture whose
+    summed-area table is in ``table``: area averages over the bins of ``adaptive_avg_pool2d``, exactly, with no
+    pooling pass over the pixels (each box costs size * size lookups, whatever its area)."""
+    import torch
+
+    s = table.shape[-1] - 1
+    boxes = torch.as_tensor(boxes, dtype=torch.int64).reshape(-1, 4)
+    k = torch.arange(size)
+
+    def edges(lo, n):  # PyTorch's adaptive bins: [floor(i n / size), ceil((i + 1) n / size))
+        return lo[:, None] + (k * n[:, None]) // size, lo[:, None] - (-((k + 1) * n[:, None]) // size)
+
+    t, b, l, r = boxes.unbind(1)
+    y0, y1 = edges(t, s - b - t)
+    x0, x1 = edges(l, s - r - l)
+
+    def at(y, x):
+        return table[:, y[:, :, None], x[:, None, :]]
+
+    sums = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
+    area = (y1 - y0)[:, :, None] * (x1 - x0)[:, None, :]
+    means = (sums.double() / area).float()
+    return _standardise(means.reshape(-1, size, size)).reshape(len(table), len(boxes), size * size)
+
+
 def _crop_candidates(images: np.ndarray, crop_side: np.ndarray, whole_side: np.ndarray, offsets: Sequence[float]):
     """(i, j) whose 16 x 16 thumbnails (a crop of i, the whole of j) correlate at least the screening level."""
     import torch
@@ -190,9 +225,9 @@ def _crop_candidates(images: np.ndarray, crop_side: np.ndarray, whole_side: np.n
     out = set()
     for start in range(0, len(crop_side), 256):
         rows = crop_side[start : start + 256]
-        x = torch.from_numpy(np.asarray(images[rows], dtype=np.float32))[:, None]
-        for t, b, l, r in _boxes(s, offsets):
-            corr = _thumbs(x[..., t : s - b, l : s - r], THUMB) @ whole.T
+        table = _summed_area(np.asarray(images[rows]))
+        for box in _boxes(s, offsets):
+            corr = _box_thumbs(table, box, THUMB)[:, 0] @ whole.T
             hits = torch.nonzero(corr >= SCREEN_CORRELATION, as_tuple=True)
             out.update(zip(rows[hits[0].numpy()].tolist(), whole_side[hits[1].numpy()].tolist()))
     return sorted(out)
@@ -205,18 +240,20 @@ def _same_picture_cropped(crop_from: np.ndarray, whole: np.ndarray, offsets: Seq
     import torch
 
     s = crop_from.shape[-1]
-    a = torch.from_numpy(crop_from.astype(np.float32))[None, None]
+    table = _summed_area(crop_from[None])
     target = _thumbs(torch.from_numpy(whole.astype(np.float32))[None, None], 32)[0]
     limit = round(max(offsets) * s) + 4
 
-    def score(box: tuple[int, ...]) -> float:
+    def valid(box: tuple[int, ...]) -> bool:
         t, b, l, r = box
-        if min(box) < 0 or max(box) > limit or s - b - t < 32 or s - r - l < 32:
-            return -1.0
-        return float(_thumbs(a[..., t : s - b, l : s - r], 32)[0] @ target)
+        return min(box) >= 0 and max(box) <= limit and s - b - t >= 32 and s - r - l >= 32
 
-    box = max(_boxes(s, offsets), key=score)
-    best = score(box)
+    def score(box: tuple[int, ...]) -> float:
+        return float(_box_thumbs(table, box, 32)[0, 0] @ target) if valid(box) else -1.0
+
+    grid = [b for b in _boxes(s, offsets) if valid(b)]
+    scores = (_box_thumbs(table, grid, 32)[0] @ target).tolist()  # every grid box at once
+    box, best = grid[int(np.argmax(scores))], max(scores)
     for step in (4, 2, 1):  # coordinate ascent: move one side at a time while it helps
         improved = True
         while improved:
