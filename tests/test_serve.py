@@ -114,6 +114,7 @@ def test_without_a_bundle_the_server_segments_with_the_built_in_models(shared_da
     r = client.post("/v1/segment?pictures=true", files=upload(cxrs(shared_data, 1)[0]))
     result = r.json()["results"][0]
     assert r.status_code == 200 and 0.1 < result["lung_fraction"] < 0.6 and result["gate_accepted"]
+    assert set(r.json()["columns"]) <= set(result) | {"path"}  # every column the CSV has, by the same name
     assert result["infection_share"] > 0 and result["pictures"]["overlay"].startswith("data:image/png;base64,")
     page = client.get("/")
     assert page.status_code == 200 and "Research use only" in page.text and "/static/app.js" in page.text

@@ -28,6 +28,7 @@ from .. import builtin
 from ..defaults import WORKING_SIZE
 from ..errors import ImageReadError
 from ..gate import InputGate
+from ..model_card import model_warnings
 from ..outputs import box_at, common_row, detector_threshold, mask_at, overlay, png, prediction_row
 from ..pipeline import Pipeline, Prediction
 from ..reader import InMemoryFile, read_images
@@ -111,13 +112,18 @@ class ServedModels:
         rows = []
         for k, r in enumerate(describe(lungs)):
             row = common_row("", "", read.sizes[k], r.lung_fraction, r.box, r.flags, size, r.dice_estimate)
-            row |= _gate_fields(verdicts[k] if verdicts else None)
+            row |= _gate_fields(verdicts[k] if verdicts else None) | {"model_warnings": self._warnings()}
             row |= infected[k].row() if infected else {}
             if pictures:
                 inf = infected[k].mask if infected else None
                 row["pictures"] = _pictures(read.natives[k], r.mask, inf, r.box, size, None)
             rows.append(row)
         return rows
+
+    def _warnings(self) -> str:
+        """The segmenters' card warnings, as ``segment.csv`` writes them."""
+        found = model_warnings(self.segmenter) + (model_warnings(self.infection) if self.infection else [])
+        return "; ".join(found)
 
     def _predict(self, batch: torch.Tensor, read, pictures: bool, explain: bool) -> list[dict]:
         pipe = self.pipeline
