@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .app import app, library_errors
-from .options import Device, fail, opt
+from .options import Common, Device, fail, opt
 
 
 def _loopback(host: str) -> bool:
@@ -38,6 +38,7 @@ def serve(
         bool, opt("Do not measure infection (the built-in infection segmenter).", "", "--no-infection")
     ] = False,
     device: Device = None,
+    common: Common = None,
 ) -> None:
     """Serve a page to drop CXRs on (overlays, crop, class, explanation, flags, the gate's verdict; CSV and zip
     downloads) and an HTTP API with the same results as JSON (/v1/predict, /v1/segment, /v1/models, /healthz;
@@ -52,7 +53,7 @@ def serve(
     if not _loopback(host) and not token:
         raise fail(f"--host {host} is reachable from other machines: set --token (or LUNGCLS_TOKEN)")
     with library_errors():
-        models = ServedModels.load(model, device or "auto", infection=not no_infection)
+        models = ServedModels.load(model, common.device(device), infection=not no_infection)
     limits = Limits(int(max_upload_mb * 2**20), max_files, timeout, batch_window)
     typer.echo(
         f"lungcls serve: {models.source} on http://{host}:{port}/ (research use only; Ctrl-C stops it)", err=True
