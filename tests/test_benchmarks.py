@@ -87,3 +87,26 @@ def test_saliency_shares_of_a_hand_made_map():
     corner[45:, 45:] = 1.0  # all the saliency on the black background, far from the lungs
     assert map_shares(corner, lung, x) == {"in_lung": 0.0, "in_lung_over_fraction": 0.0, "edge": 0.0, "background": 1.0}
     assert map_shares(np.zeros((50, 50)), lung, x) is None
+
+
+def test_calibration_intervals_are_shifted_by_the_bootstrap_bias():
+    sys.path.insert(0, str(BENCH))
+    from masked_vs_raw import calibration_intervals
+
+    from lungcls.stats import calibration_scores, cluster_draws
+
+    # 40 images, every one predicted class 0 with probability 0.75, and 30 of them truly class 0: perfectly
+    # calibrated (ECE 0), Brier (30 x 0.125 + 10 x 1.125) / 40 = 0.375
+    probs = np.tile([0.75, 0.25], (40, 1))
+    labels = np.array([0] * 30 + [1] * 10)
+    clusters = [str(i) for i in range(40)]
+    full = calibration_scores(probs, labels)
+    assert full["ece"] == pytest.approx(0.0) and full["brier"] == pytest.approx(0.375)
+    ci = calibration_intervals(probs[None], labels, clusters, n_boot=200)
+    # ECE of a resample is never below 0, so plain percentiles sit above the estimate; the shifted interval holds it
+    assert ci["ece"][0] == 0.0 and ci["ece"][1] > 0.0
+    draws = cluster_draws(clusters, 200, np.random.default_rng(0))
+    brier = [calibration_scores(probs[i], labels[i])["brier"] for i in draws]
+    bias = np.mean(brier) - 0.375
+    expected = [np.percentile(brier, 2.5) - bias, np.percentile(brier, 97.5) - bias]
+    assert ci["brier"] == pytest.approx(expected) and ci["brier"][0] < 0.375 < ci["brier"][1]
