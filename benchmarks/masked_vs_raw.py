@@ -673,15 +673,20 @@ def _probe_lines(r: dict) -> list[str]:
             b_ = v["balanced_accuracy"]
             lines.append(f"| {name} | {b_['mean']:.3f} ± {b_['std']:.3f} | {v['accuracy']:.3f} {fmt_ci(v['accuracy_ci'])} | "
                          f"{v['chance_majority']:.3f} |")  # fmt: skip
-        lines += ["", "Source set within one class:", ""]
+        rows = []
         for cls, v in p["source"].items():
-            if "skipped" in v:
-                lines.append(f"- {v['skipped']}")
-                continue
-            parts = ", ".join(f"{part} {v[part]['balanced_accuracy']['mean']:.3f} (chance {v[part]['chance_uniform']:.2f})"
-                              for part in ("whole", "inside"))  # fmt: skip
-            lines.append(f"- {cls} ({', '.join(v['sources'])}): balanced accuracy {parts}")
-        lines.append("")
+            for part in ("whole", "inside") if "skipped" not in v else ():
+                b_, w = v[part]["balanced_accuracy"], v[part]
+                rows.append(f"| {cls} ({', '.join(v['sources'])}) | {part} | {b_['mean']:.3f} ± {b_['std']:.3f} | "
+                            f"{w['accuracy']:.3f} {fmt_ci(w['accuracy_ci'])} | {w['chance_majority']:.3f} |")  # fmt: skip
+        lines += ["", "Source set within one class" + (
+            " (chance: balanced accuracy 0.50 between two sources; the last column is the accuracy of always guessing "
+            "the larger source):" if rows else ":"), ""]  # fmt: skip
+        if rows:
+            lines += ["| class (sources) | input | balanced accuracy | accuracy [seeds and clusters resampled] | chance |",
+                      "|---|---|---|---|---|", *rows]  # fmt: skip
+        skipped = [v["skipped"] for v in p["source"].values() if "skipped" in v]
+        lines += [*([""] if rows and skipped else []), *(f"- {why}" for why in skipped), ""]
     return lines
 
 
