@@ -84,11 +84,13 @@ def test_the_task_runs_forward_and_backward_on_uint8_batches(name, tmp_path):
 def test_a_short_fit_lowers_the_loss(name, tmp_path):
     _, task = task_of(name, tmp_path)
     b, g = batch(), torch.Generator().manual_seed(0)
-    task.model.eval()
+    # measured as trained (batch statistics): after 12 steps the running statistics of batch norm are still far from
+    # the batch's, so an eval-mode loss says more about them than about the fit (and differs between CPU kernels)
+    task.model.train()
     with torch.no_grad():
         before = float(task.training_loss(b, g))
     result = fit(task, Repeat(b, 6), None, replace(TRAIN, epochs=2), tmp_path / "run", {"kind": name}, progress=False)
-    task.model.eval()
+    task.model.train()
     with torch.no_grad():
         after = float(task.training_loss(b, g))
     assert after < before and result.best_state is not None and len(result.history) == 2
