@@ -178,3 +178,27 @@ def test_deterministic_training_leaves_the_process_as_it_found_it(tmp_path, monk
     after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
              torch.backends.cudnn.deterministic)  # fmt: skip
     assert after == before and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_a_run_cut_between_a_new_best_and_last_json_resumes_and_chooses_the_best_again(tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    from lungcls.store import save_tensors
+
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, warmup_epochs=0.1)
+
+    def interrupt(epoch: int, record: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(Regression(), data(), data(64), cfg, tmp_path / "cut", {"kind": "t"}, progress=False,
+            on_epoch_end=interrupt)  # fmt: skip
+    # the next epoch's best weights reached the disk, and the run was killed before config.json and last.json
+    newer = {k: v + 1.0 for k, v in load_file(tmp_path / "cut" / "model.safetensors").items()}
+    save_tensors(tmp_path / "cut" / "model.safetensors", newer)
+    with caplog.at_level("WARNING"):
+        result = fit(Regression(), data(), data(64), cfg, tmp_path / "cut", {"kind": "t"}, resume=True, progress=False)
+    assert "written after last.json" in caplog.text
+    assert len(result.history) == 3 and result.best_epoch >= 2
+    best = load_file(tmp_path / "cut" / "model.safetensors")
+    assert torch.equal(best["weight"], result.best_state["weight"])

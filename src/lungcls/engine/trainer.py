@@ -31,7 +31,7 @@ import torch
 from ..atomic import write_json, write_text
 from ..checkpoint import cpu_state, optimizer_tensors, restore_optimizer, unwrap
 from ..config import TrainConfig
-from ..errors import LungclsError
+from ..errors import CheckpointError, LungclsError
 from ..progress import progress_bar
 from ..store import load_tensors, read_json, save_tensors
 from .budget import TimeBudget
@@ -481,6 +481,7 @@ def _save_last(
         "history": result.history,
         "param_groups": groups,
         "sha256": sha,
+        "best_sha256": result.best_sha256,  # last.json is written last: it says which best weights belong to it
         **extra,
     }
     if inside:
@@ -509,10 +510,7 @@ def _resume(
     result.history, result.best_epoch, result.best_metric = state["history"], state["best_epoch"], state["best_metric"]
     result.epochs = state.get("epochs_planned", result.epochs)
     if result.best_epoch > 0 and (run_dir / "model.safetensors").is_file():
-        config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-        result.best_sha256 = config.get("weights_sha256")
-        result.best_state = load_tensors(run_dir / "model.safetensors", result.best_sha256)
-        result.metrics = config.get("metrics", {})
+        _resume_best(run_dir, state, result)
     inside = state.get("inside_epoch") or {}
     position = Position(
         state["epoch"] + 1,
@@ -523,6 +521,24 @@ def _resume(
         rng_state=tensors.get("rng.generator"),
     )
     return position, state["bad_epochs"]
+
+
+def _resume_best(run_dir: Path, state: dict, result: FitResult) -> None:
+    """The best weights that belong to ``last.json``. A run cut between writing a newer best (``model.safetensors``,
+    then ``config.json``) and ``last.json`` holds weights that ``last.json`` does not know: its epochs are trained
+    again, and the choice of the best epoch starts again from there, with a warning."""
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    expected = state.get("best_sha256") or config.get("weights_sha256")
+    try:
+        result.best_state = load_tensors(run_dir / "model.safetensors", expected)
+    except CheckpointError:
+        log.warning("%s: the best weights on disk were written after last.json (the run was cut in between); "
+                    "epoch %d's best weights are gone and the best epoch is chosen again from epoch %d on",
+                    run_dir, result.best_epoch, state["epoch"] + 2)  # fmt: skip
+        result.best_epoch, result.best_state, result.metrics = -1, None, {}
+        return
+    result.best_sha256 = expected
+    result.metrics = config.get("metrics", {}) if config.get("weights_sha256") == expected else {}
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
