@@ -107,6 +107,8 @@ def test_postprocess_removes_a_stray_blob_and_fills_a_hole():
     assert mask[27, 17] == 1 and mask[3, 61] == 0 and mask[20, 40] == 1 and flags == [[]]
     kept = postprocess_cpu(prob, PostprocessConfig(keep_largest=0, fill_holes=False))
     assert kept[27, 17] == 0 and kept[3, 61] == 1
+    specks_off = postprocess_cpu(prob, PostprocessConfig(keep_largest=0, fill_holes=False, min_region=0.01))
+    assert specks_off[3, 61] == 0 and specks_off[20, 40] == 1  # 9 pixels < 1% of 64 x 64; the lungs stay
     empty, flags = postprocess(torch.zeros(1, 1, 64, 64))
     assert not empty.any() and flags == [["no-lung"]]
 
@@ -140,6 +142,8 @@ def test_device_postprocessing_gives_the_same_masks_as_scikit_image():
         PostprocessConfig(),
         PostprocessConfig(keep_largest=1),
         PostprocessConfig(keep_largest=3, fill_holes=False),
+        PostprocessConfig(keep_largest=0, fill_holes=False, min_region=0.01),
+        PostprocessConfig(keep_largest=2, min_region=0.05),
     ):
         for prob in blobby_maps(60):
             mask = postprocess_cpu(prob, cfg)

@@ -149,6 +149,8 @@ class PostprocessConfig:
     Attributes:
         threshold: probability above which a pixel is lung.
         keep_largest: keep this many largest connected components (0 keeps all).
+        min_region: drop the connected components smaller than this share of the image (0 keeps all; for
+            infection maps, where specks are the usual false positives on images without infection).
         fill_holes: fill holes inside the lung fields.
         min_lung_fraction: below this share of the image: ``no-lung``.
         max_lung_fraction: above this share: ``implausible-lung-area`` (e.g. not a CXR).
@@ -167,6 +169,7 @@ class PostprocessConfig:
 
     threshold: float = field(default=0.5, metadata=limits(0.0, 1.0))
     keep_largest: int = field(default=2, metadata=limits(0, 100))
+    min_region: float = field(default=0.0, metadata=limits(0.0, 1.0))
     fill_holes: bool = True
     min_lung_fraction: float = field(default=0.02, metadata=limits(0.0, 1.0))
     max_lung_fraction: float = field(default=0.65, metadata=limits(0.0, 1.0))

@@ -48,14 +48,7 @@ def infection_card(name: str, s: dict, config: dict, reports: dict, rows: dict, 
         f"batches of {t.get('batch_size')} hold about {covid_share * (t.get('batch_size') or 0):.0f} images with "
         "infection; no resampling was needed. The best epoch is chosen on Val by the mean Dice of the images with "
         "infection less the mean predicted share of the images without.",
-        f"- Post-processing: the probability threshold {config['postprocess']['threshold']} alone (any number of "
-        "regions), chosen on Val (highest mean Dice of the images with infection less the mean predicted share of "
-        "the lungs of the images without, over "
-        + ", ".join(f"{g['threshold']}: {g['dice_infected']:.3f} / {g['fp_lung_share']:.4f}" for g in config["threshold_grid"]["grid"])
-        + "). In `lungcls segment --infection` and "
-        "`Pipeline` the infection is kept inside the lungs of the lung segmenter, measured per lung (the patient's "
-        f"right and left), scored 0-4 per lung by extent (Wong et al., Radiology 2020; under {MIN_SHARE:.0%} of a "
-        "lung: 0) and graded none / mild / moderate / severe (see `lungcls.seg.infection`).",
+        _postprocess_line(config),
         "",
         "## Training data",
         "",
@@ -74,6 +67,27 @@ def infection_card(name: str, s: dict, config: dict, reports: dict, rows: dict, 
     for split in ("val", "test"):
         lines += [f"**{split.capitalize()}**", "", reports[split].infection_markdown().strip(), ""]
     return "\n".join(lines + _detector_lines(d) + USE_AND_LIMITS) + "\n"
+
+
+def _postprocess_line(config: dict) -> str:
+    """The card's post-processing item: the chosen threshold and smallest region, the best points of the Val grid."""
+    post = config["postprocess"]
+    small = post.get("min_region") or 0
+    regions = f"regions under {small:.2%} of the image dropped" if small else "every region kept"
+    ranked = sorted(config["threshold_grid"]["grid"], key=lambda g: g["fp_lung_share"] - g["dice_infected"])
+    best = ", ".join(
+        f"{g['threshold']} / {g.get('min_region', 0)}: {g['dice_infected']:.3f} / {g['fp_lung_share']:.4f}"
+        for g in ranked[:5]
+    )
+    return (
+        f"- Post-processing: the probability threshold {post['threshold']}, {regions}; both chosen on Val (highest "
+        "mean Dice of the images with infection less the mean predicted share of the lungs of the images without, "
+        "over probability thresholds x smallest regions as a share of the image; the best five, threshold / region: "
+        f"Dice / false-positive share: {best}). In `lungcls segment --infection` and `Pipeline` the infection is kept "
+        "inside the lungs of the lung segmenter, measured per lung (the patient's right and left), scored 0-4 per lung "
+        f"by extent (Wong et al., Radiology 2020; under {MIN_SHARE:.0%} of a lung: 0) and graded none / mild / "
+        "moderate / severe (see `lungcls.seg.infection`)."
+    )
 
 
 def _detector_lines(d: dict) -> list[str]:

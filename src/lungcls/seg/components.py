@@ -113,6 +113,14 @@ def keep_largest(mask: torch.Tensor, k: int) -> torch.Tensor:
     return (labels[..., None] == keep[:, None, None, None, :]).any(dim=-1) & (labels > 0)
 
 
+def drop_small(mask: torch.Tensor, min_pixels: float) -> torch.Tensor:
+    """Each mask without its 8-connected components of fewer than ``min_pixels`` pixels; bool (B, 1, H, W)."""
+    labels = label_components(mask, 8)
+    sizes = component_sizes(labels)
+    b = labels.shape[0]
+    return sizes.gather(1, labels.view(b, -1).long()).view_as(labels).ge(min_pixels) & (labels > 0)
+
+
 def fill_holes(mask: torch.Tensor) -> torch.Tensor:
     """Fill the background regions that do not reach the border (4-connected, as SciPy's default); bool (B, 1, H, W)."""
     background = mask == 0

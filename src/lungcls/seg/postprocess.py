@@ -1,4 +1,4 @@
-"""Stage 1 post-processing: threshold, keep the largest components, fill holes; and mask-quality flags.
+"""Segmentation post-processing: threshold, drop small regions, keep the largest, fill holes; mask-quality flags.
 
 The steps have two kernels with the same result (tested equal, ties between components of equal
 size going to the one whose first pixel comes first in raster order): :func:`postprocess_cpu`
@@ -15,7 +15,7 @@ from scipy.ndimage import binary_fill_holes  # scipy comes with scikit-image
 from skimage.measure import label
 
 from ..config import PostprocessConfig
-from .components import MAX_PIXELS, fill_holes, keep_largest
+from .components import MAX_PIXELS, drop_small, fill_holes, keep_largest
 
 FLAG_NO_LUNG = "no-lung"
 FLAG_TOO_LARGE = "implausible-lung-area"
@@ -47,6 +47,10 @@ def postprocess(probs: torch.Tensor, cfg: PostprocessConfig | None = None) -> tu
 def postprocess_cpu(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
     """One map float (H, W) in [0, 1] -> mask uint8 (H, W) in {0, 1} (scikit-image and SciPy)."""
     mask = prob > cfg.threshold
+    if cfg.min_region and mask.any():
+        labels = label(mask, connectivity=2)
+        sizes = np.bincount(labels.ravel())
+        mask = (sizes >= cfg.min_region * mask.size)[labels] & mask
     if cfg.keep_largest and mask.any():
         labels = label(mask, connectivity=2)
         sizes = np.bincount(labels.ravel())
@@ -62,6 +66,8 @@ def postprocess_device(probs: torch.Tensor, cfg: PostprocessConfig) -> torch.Ten
     """A batch float (B, 1, H, W) in [0, 1], ``H * W <= 2**23`` -> masks uint8 (B, 1, H, W) on the same device."""
 
     mask = probs > cfg.threshold
+    if cfg.min_region:
+        mask = drop_small(mask, cfg.min_region * probs.shape[-2] * probs.shape[-1])
     if cfg.keep_largest:
         mask = keep_largest(mask, cfg.keep_largest)
     if cfg.fill_holes:
