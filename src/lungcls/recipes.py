@@ -16,7 +16,7 @@ default    the GPU recipe: U-Net(resnet34) at 256 px, 40 epochs / ResNet-50 at 2
            smoothing 0.1, class-weighted loss (bf16 + channels_last on CUDA)
 cpu        minutes on a laptop CPU: U-Net(resnet18, 4 stages) at 128 px, 12 epochs / ResNet-18 at 128 px, 8 epochs
 builtin    the built-in lung segmenter (``lungcls.builtin``): U-Net(resnet18, 4 stages, narrow decoder) at 160 px
-infection  the built-in infection segmenter: the ``builtin`` U-Net with ``target="infection"`` at 128 px, 12 epochs
+infection  the built-in infection segmenter: the ``builtin`` U-Net with ``target="infection"`` at 128 px, 45 epochs
 infection- the same U-Net at 256 px, 80 epochs (batch 32): the GPU plan's candidate for the built-in infection
 gpu        segmenter (same size: it would ship within 10 MB), within the plan's time budget
 demo       ``lungcls demo``: tiny models at 64 px, a few epochs (mechanics, not accuracy)
@@ -48,7 +48,7 @@ SEGMENTER_RECIPES: dict[str, tuple[SegmenterConfig, TrainConfig]] = {
         SegmenterConfig(encoder_name="resnet18", encoder_depth=4, decoder_channels=[64, 32, 16, 8], image_size=160),
         TrainConfig(epochs=24, batch_size=16, lr=2e-3, ema_epochs=1.0),
     ),
-    "infection": (_INFECTION, TrainConfig(epochs=12, batch_size=16, lr=2e-3, ema_epochs=1.0)),
+    "infection": (_INFECTION, TrainConfig(epochs=45, batch_size=16, lr=2e-3, ema_epochs=1.0)),
     "infection-gpu": (
         dataclasses.replace(_INFECTION, image_size=256),
         TrainConfig(epochs=80, batch_size=32, lr=2e-3, ema_epochs=1.0),
