@@ -14,7 +14,8 @@
 #     the study's seconds, packaged there (float16, 6 MB) into OUT_DIR/infection-candidate/ (its run's history and
 #     reports in OUT_DIR/infection-run/); here it is packaged again from the original PNGs, which also records their
 #     content hashes: python -m lungcls.builtin.package_infection OUT_DIR/infection-candidate --name
-#     unet-r18-infection --cache runs/infection/cache --out src/lungcls/builtin/unet-r18-infection.
+#     unet-r18-infection --cache runs/infection/cache --out src/lungcls/builtin/unet-r18-infection --results
+#     benchmarks/results/builtin_infection.md.
 #   PART shared: ARCHIVE = the four small shared sets (WebP q95, masks exact) and their split. The chosen recipes
 #     (WINNER_SEG / WINNER_CLS: JSON overrides, from part covidqu's winner_*.json; default: the default recipes)
 #     trained on them: stage 1, then stage 2 raw, masked and masked-cropped x 3 seeds, evaluated on Test.
